@@ -1,0 +1,1 @@
+"""voicefleet: batched text-to-speech on Kubernetes (distribution namespace and CLI)."""

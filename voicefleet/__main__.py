@@ -1,0 +1,3 @@
+from voicefleet.cli import main
+
+raise SystemExit(main())
