@@ -1,0 +1,34 @@
+# Developer entry points. `make serve` and `make test` are the README's quick start.
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/.cache/tools/bin:$(PATH)
+export HF_HUB_OFFLINE ?= 1
+TINY_MODEL := models/tiny-vits
+PORT ?= 8000
+
+.PHONY: setup serve test lint unit e2e
+
+setup:
+	scripts/bootstrap.sh
+
+$(TINY_MODEL)/config.json:
+	$(VENV)/voicefleet make-tiny-model $(TINY_MODEL)
+
+## serve: set up and start the server on the tiny model (MODEL=facebook/mms-tts-eng for a real voice)
+serve:
+	scripts/bootstrap.sh --server
+	$(MAKE) --no-print-directory $(TINY_MODEL)/config.json
+	$(VENV)/voicefleet serve --model $(or $(MODEL),$(TINY_MODEL)) --port $(PORT)
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/mypy voicefleet server/voicefleet_server operator/voicefleet_operator
+	$(VENV)/lint-imports
+
+## test: set up, lint, type-check and run the default (fast) test suite
+test: setup lint
+	$(VENV)/pytest $(PYTEST_ARGS)
+
+## e2e: the real-cluster suite (needs a kubeconfig; see README)
+e2e: setup
+	$(VENV)/pytest tests/e2e --e2e $(PYTEST_ARGS)
