@@ -43,8 +43,15 @@ def tiny_vits_config_kwargs(num_speakers: int = 1) -> dict[str, object]:
     }
 
 
-def make_tiny_model(directory: str | Path, *, num_speakers: int = 1, seed: int = 0) -> Path:
-    """Write a tiny VITS model + character tokenizer to `directory` and return it."""
+def make_tiny_model(
+    directory: str | Path, *, num_speakers: int = 1, size: str = "tiny", seed: int = 0
+) -> Path:
+    """Write a random-weight VITS model + character tokenizer to `directory` and return it.
+
+    `size="tiny"` is the 34k-parameter test model; `size="mms"` keeps transformers'
+    default VITS shape (that of facebook/mms-tts-*, 36M parameters) for representative
+    benchmarks without a model hub.
+    """
     import torch
     from transformers import VitsConfig, VitsModel, VitsTokenizer
 
@@ -60,9 +67,13 @@ def make_tiny_model(directory: str | Path, *, num_speakers: int = 1, seed: int =
         )
         tokenizer.save_pretrained(out)
 
-    config = VitsConfig(
-        vocab_size=len(vocab), pad_token_id=0, **tiny_vits_config_kwargs(num_speakers)  # type: ignore[arg-type]
-    )
+    if size == "tiny":
+        shape = tiny_vits_config_kwargs(num_speakers)
+    elif size == "mms":
+        shape = {"num_speakers": num_speakers, "speaker_embedding_size": 256 if num_speakers > 1 else 0}
+    else:
+        raise ValueError(f"unknown model size {size!r} (expected 'tiny' or 'mms')")
+    config = VitsConfig(vocab_size=len(vocab), pad_token_id=0, **shape)  # type: ignore[arg-type]
     torch.manual_seed(seed)
     model = VitsModel(config).eval()
     model.save_pretrained(out)
