@@ -1,0 +1,264 @@
+"""helm lint and helm template over several values sets; every rendered object is checked.
+
+Built-in kinds go through kubernetes-validate in strict mode (real Kubernetes schemas: types
+and unknown fields). Custom resources are checked against the CRDs the chart ships where we
+own them (VoiceService, kopf peering) and field by field where we do not (ServiceMonitor,
+ScaledObject).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from chart_support import (
+    CHART,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    VALUE_SETS,
+    by_kind,
+    one,
+)
+
+CUSTOM_GROUPS = ("voicefleet.dev/", "kopf.dev/", "monitoring.coreos.com/", "keda.sh/")
+
+
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema for every CRD in the chart's crds/ folder."""
+    schemas = {}
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            for version in crd["spec"]["versions"]:
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                schemas[key] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def as_jsonschema(schema: Any) -> Any:
+    """OpenAPI v3 structural schema -> JSON Schema: drop the Kubernetes extension keys that
+    jsonschema does not know and that would otherwise be ignored silently anyway."""
+    if isinstance(schema, dict):
+        return {k: as_jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if isinstance(schema, list):
+        return [as_jsonschema(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_helm_lint_strict(helm, values_file, values: str) -> None:
+    proc = helm.run(
+        "lint", "--strict", str(CHART), "--namespace", NAMESPACE,
+        "--kube-version", KUBE_VERSION, "-f", str(values_file(values)),
+    )
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_every_builtin_object_passes_strict_kubernetes_validation(render, values: str) -> None:
+    docs = render(values)
+    builtin = [d for d in docs if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
+    assert builtin, "nothing rendered"
+    for doc in builtin:
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_custom_resources_match_the_chart_crds(render, values: str) -> None:
+    schemas = crd_schemas()
+    for doc in render(values):
+        key = (doc["apiVersion"], doc["kind"])
+        if key in schemas:
+            jsonschema.validate(doc, as_jsonschema(schemas[key]))
+        else:
+            assert doc["apiVersion"] in {"monitoring.coreos.com/v1", "keda.sh/v1alpha1"} or not (
+                doc["apiVersion"].startswith(CUSTOM_GROUPS)
+            ), f"no schema to check {key} against"
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_names_labels_and_namespaces(render, values: str) -> None:
+    for doc in render(values):
+        meta = doc["metadata"]
+        assert len(meta["name"]) <= 63 and not meta["name"].endswith("-"), meta["name"]
+        if doc["kind"] == "CustomResourceDefinition":
+            continue
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/name"] == "voicefleet"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == "voicefleet-0.1.0"
+        cluster_scoped = doc["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+        assert ("namespace" in meta) is not cluster_scoped, doc["kind"]
+
+
+def test_default_render_is_the_minimal_install(render) -> None:
+    kinds = sorted(d["kind"] for d in render("default"))
+    assert kinds == sorted([
+        "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
+    ])
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_operator_deployment_is_hardened_and_single(render) -> None:
+    deploy = one(render("default"), "Deployment")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}, "a rolling update would run two operators"
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["serviceAccountName"] == one(render("default"), "ServiceAccount")["metadata"]["name"]
+    container = operator_container(render("default"))
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"]
+    assert container["resources"]["requests"]["memory"]
+    assert container["resources"]["limits"]["memory"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["command"] == ["voicefleet", "operator"]
+    # the selector must match the pod template, and must not carry the version label
+    selector = spec["selector"]["matchLabels"]
+    assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+    assert "app.kubernetes.io/version" not in selector
+
+
+def test_liveness_probe_hits_the_kopf_liveness_endpoint(render) -> None:
+    container = operator_container(render("default"))
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    port = next(p for p in container["ports"] if p["name"] == probe["port"])
+    assert port["containerPort"] == 8080
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_operator_args_follow_the_watch_scope_and_peering(render) -> None:
+    default = operator_container(render("default"))["args"]
+    assert "--all-namespaces" in default and "--standalone" in default
+    assert not [a for a in default if a.startswith(("--namespace", "--peering"))]
+
+    namespaced = operator_container(render("namespaced"))["args"]
+    assert "--namespace=tts" in namespaced and "--all-namespaces" not in namespaced
+
+    full = operator_container(render("full"))["args"]
+    assert "--peering=voicefleet" in full and "--priority=100" in full
+    assert "--standalone" not in full and "--verbose" in full
+    peering = one(render("full"), "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "voicefleet"
+
+    ns_peering = one(render("namespaced-full"), "KopfPeering")
+    assert ns_peering["metadata"]["namespace"] == NAMESPACE  # watch.namespace empty: release ns
+    assert f"--namespace={NAMESPACE}" in operator_container(render("namespaced-full"))["args"]
+
+
+def test_images_and_overrides(render) -> None:
+    container = operator_container(render("default"))
+    assert container["image"] == "ghcr.io/voicefleet/voicefleet-operator:0.1.0"
+    assert env_of(container)["VOICEFLEET_SERVER_IMAGE"] == (
+        "ghcr.io/voicefleet/voicefleet-server:0.1.0"
+    )
+
+    docs = render("overrides")
+    container = operator_container(docs)
+    assert container["image"] == "ghcr.io/voicefleet/voicefleet-operator@sha256:" + "a" * 64
+    assert env_of(container)["VOICEFLEET_SERVER_IMAGE"] == "registry.example.com/tts/server:1.2.3"
+    assert env_of(container)["EXTRA"] == "1"
+    assert container["args"][-1] == "--verbose" and "--log-format=json" in container["args"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "existing-sa"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert not by_kind(docs, "ServiceAccount"), "serviceAccount.create=false must not create one"
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "existing-sa", "namespace": NAMESPACE}
+    ]
+    for doc in docs:
+        if doc["kind"] != "CustomResourceDefinition":
+            assert doc["metadata"]["labels"]["team"] == "speech"
+            assert doc["metadata"]["name"].startswith("a-very-long-platform-team-release")
+
+
+def test_service_monitor_selects_the_operator_children(render) -> None:
+    sm = one(render("full"), "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "voicefleet"}}
+    assert sm["spec"]["namespaceSelector"] == {"any": True}
+    assert sm["spec"]["podTargetLabels"] == ["voicefleet.dev/service"]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout",
+                             "relabelings", "metricRelabelings"}
+
+    ns_sm = one(render("namespaced-full"), "ServiceMonitor")
+    assert ns_sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_prometheus_adapter_rule_serves_the_hpa_metric(render) -> None:
+    cm = one(render("full"), "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    (rule,) = config["rules"]
+    assert rule["seriesQuery"].startswith("voicefleet_queued_audio_seconds{")
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"},
+    }
+    assert rule["name"]["as"] == "voicefleet_queued_audio_seconds"
+    assert "<<.Series>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
+
+
+def test_keda_scaled_objects(render) -> None:
+    objects = {o["metadata"]["name"]: o for o in by_kind(render("full"), "ScaledObject")}
+    assert set(objects) == {"english-queued-audio", "demo-queued-audio"}
+    english = objects["english-queued-audio"]
+    assert english["metadata"]["namespace"] == "tts"
+    spec = english["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "name": "english"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"] == (
+        'sum(voicefleet_queued_audio_seconds{namespace="tts",voicefleet_dev_service="english"})'
+    )
+    assert trigger["metadata"]["threshold"] == "30"
+    # the sample VoiceService's own bounds carry over
+    demo = objects["demo-queued-audio"]["spec"]
+    sample = VALUE_SETS_SAMPLE_AUTOSCALING()
+    assert (demo["minReplicaCount"], demo["maxReplicaCount"]) == (
+        sample["minReplicas"], sample["maxReplicas"],
+    )
+
+
+def VALUE_SETS_SAMPLE_AUTOSCALING() -> dict[str, Any]:  # noqa: N802 - reads like a constant
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    return values["sampleVoiceService"]["spec"]["autoscaling"]
+
+
+def test_notes_render_for_every_values_set(helm, values_file) -> None:
+    # NOTES.txt is only rendered by install/upgrade; a dry-run install needs no cluster.
+    for values in VALUE_SETS:
+        proc = helm.run(
+            "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+            "-f", str(values_file(values)),
+        )
+        notes = proc.stdout.split("NOTES:", 1)[1]
+        assert "kubectl" in notes and "VoiceService" in notes
