@@ -1,0 +1,59 @@
+"""The small interface every model family implements, and the items it synthesizes.
+
+A family loads itself, warms up, tokenizes a segment (so the scheduler can count
+padded tokens), and synthesizes a batch of items, returning exactly one waveform per
+item. The engine knows nothing else about the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    id: str
+    name: str
+    speaker_index: int = 0
+
+
+@dataclass(slots=True)
+class SynthesisItem:
+    """One segment to render. `seed` makes its noise reproducible whatever its batch mates."""
+
+    token_ids: list[int]
+    speaker_index: int = 0
+    speed: float = 1.0
+    seed: int | None = None
+    # Filled in by the model for observability: whether it needed the float32 re-run.
+    reran_fp32: bool = field(default=False)
+
+
+class SpeechModel(Protocol):
+    name: str
+    family: str
+    sampling_rate: int
+    voices: Sequence[Voice]
+    device: str
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids for one segment; empty when nothing in it is pronounceable."""
+        ...
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        """Render a batch: one float32 mono waveform in [-1, 1] per item, in order."""
+        ...
+
+    def warm_up(self) -> None: ...
+
+
+class SynthesisError(RuntimeError):
+    """An item could not be rendered (bad output that a float32 re-run did not fix)."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory for this batch; the batcher splits and retries."""

@@ -1,0 +1,276 @@
+"""The VITS family (transformers `VitsModel`, e.g. facebook/mms-tts-*): load and batched synthesis.
+
+`VitsModel.forward` takes one speaker and one speaking rate per call and draws noise
+shaped by the whole batch, so a seeded item would sound different depending on its
+batch mates. `batched_vits_inference` runs the same modules with per-item speakers,
+speeds and noise drawn from each item's own generator: batches mix voices and speeds,
+and a seed reproduces an item whatever it was batched with (up to the padding effect
+near its end, which the engine measures). It is checked against `VitsModel.forward`
+in the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voicefleet_server.engine.device import Precision
+from voicefleet_server.engine.model import SynthesisItem, Voice
+
+log = logging.getLogger(__name__)
+
+# OpenAI's voice names; on a multi-speaker model they map onto speakers in this order.
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
+    "verse", "marin", "cedar",
+)
+SILENCE_PEAK = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVits:
+    model: torch.nn.Module
+    tokenizer: object
+
+
+def _noise(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+@torch.inference_mode()
+def batched_vits_inference(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    speaker_ids: torch.Tensor | None,
+    speeds: Sequence[float],
+    seeds: Sequence[int],
+    autocast: contextlib.AbstractContextManager[object] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VitsModel inference with per-item speakers, speeds and seeded noise.
+
+    Returns (waveform [B, samples], sequence_lengths [B]); the tail of each row past its
+    length is not silence and must be trimmed.
+    """
+    config = model.config
+    device = input_ids.device
+    batch = input_ids.shape[0]
+    heavy = autocast if autocast is not None else contextlib.nullcontext()
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    input_mask = attention_mask.unsqueeze(-1).float()
+
+    speaker = None
+    if config.num_speakers > 1 and speaker_ids is not None:
+        speaker = model.embed_speaker(speaker_ids).unsqueeze(-1)
+
+    with heavy:
+        encoded = model.text_encoder(
+            input_ids=input_ids, padding_mask=input_mask, attention_mask=attention_mask
+        )
+    hidden = encoded.last_hidden_state.float().transpose(1, 2)
+    input_mask = input_mask.transpose(1, 2)
+    prior_means = encoded.prior_means.float()
+    prior_log_variances = encoded.prior_log_variances.float()
+
+    # Duration prediction stays in float32: its spline flows fail in reduced precision.
+    token_counts = attention_mask.sum(dim=1).tolist()
+    if config.use_stochastic_duration_prediction:
+        dp = model.duration_predictor
+        conditioning = dp.conv_pre(hidden)
+        if speaker is not None:
+            conditioning = conditioning + dp.cond(speaker)
+        conditioning = dp.conv_dds(conditioning, input_mask)
+        conditioning = dp.conv_proj(conditioning) * input_mask
+        flows = list(reversed(dp.flows))
+        flows = [*flows[:-2], flows[-1]]  # as transformers: the last-but-one flow is unused
+        latents = torch.zeros(batch, 2, input_ids.shape[1])
+        for i, count in enumerate(token_counts):
+            latents[i, :, : int(count)] = _noise(generators[i], (2, int(count)))
+        latents = latents.to(device) * model.noise_scale_duration
+        for flow in flows:
+            latents = torch.flip(latents, [1])
+            latents, _ = flow(latents, input_mask, global_conditioning=conditioning, reverse=True)
+        log_duration, _ = torch.split(latents, [1, 1], dim=1)
+    else:
+        log_duration = model.duration_predictor(hidden, input_mask, speaker)
+
+    length_scale = torch.tensor([1.0 / s for s in speeds], device=device).view(batch, 1, 1)
+    duration = torch.ceil(torch.exp(log_duration) * input_mask * length_scale)
+    predicted_lengths = torch.clamp_min(torch.sum(duration, [1, 2]), 1).long()
+    frames = int(predicted_lengths.max())
+    indices = torch.arange(frames, device=device)
+    output_mask = (indices.unsqueeze(0) < predicted_lengths.unsqueeze(1)).unsqueeze(1).float()
+
+    # Expand each token's prior over its predicted frames (monotonic alignment).
+    attn_mask = torch.unsqueeze(input_mask, 2) * torch.unsqueeze(output_mask, -1)
+    cum_duration = torch.cumsum(duration, -1).view(batch * input_ids.shape[1], 1)
+    valid = (torch.arange(frames, device=device, dtype=duration.dtype).unsqueeze(0) < cum_duration)
+    valid = valid.float().view(batch, input_ids.shape[1], frames)
+    path = valid - torch.nn.functional.pad(valid, [0, 0, 1, 0, 0, 0])[:, :-1]
+    attn = path.unsqueeze(1).transpose(2, 3) * attn_mask
+    prior_means = torch.matmul(attn.squeeze(1), prior_means).transpose(1, 2)
+    prior_log_variances = torch.matmul(attn.squeeze(1), prior_log_variances).transpose(1, 2)
+
+    noise = torch.zeros_like(prior_means, device="cpu")
+    for i, length in enumerate(predicted_lengths.tolist()):
+        noise[i, :, :length] = _noise(generators[i], (prior_means.shape[1], length))
+    prior_latents = prior_means + noise.to(device) * torch.exp(prior_log_variances) * model.noise_scale
+    latents = model.flow(prior_latents, output_mask, speaker, reverse=True)
+    spectrogram = latents * output_mask
+    with heavy:
+        waveform = masked_hifigan(model.decoder, spectrogram, speaker, predicted_lengths)
+    hop = int(np.prod(config.upsample_rates))
+    return waveform.squeeze(1).float(), predicted_lengths * hop
+
+
+def masked_hifigan(
+    decoder: torch.nn.Module,
+    spectrogram: torch.Tensor,
+    speaker: torch.Tensor | None,
+    frame_lengths: torch.Tensor,
+) -> torch.Tensor:
+    """`VitsHifiGan.forward`, zeroing every activation past each item's length.
+
+    Unmasked, a short item's last ~0.1 s hears its batch mates' padding (each conv's bias
+    and receptive field reach into it); with the mask, every conv sees zeros past the end
+    exactly as the item's solo run does, so batched output equals solo output.
+    """
+    slope = decoder.config.leaky_relu_slope
+    lengths = frame_lengths.view(-1, 1)
+
+    def mask(hidden: torch.Tensor) -> torch.Tensor:
+        scale = hidden.shape[-1] // spectrogram.shape[-1]
+        positions = torch.arange(hidden.shape[-1], device=hidden.device).unsqueeze(0)
+        return hidden * (positions < lengths * scale).unsqueeze(1).to(hidden.dtype)
+
+    hidden = decoder.conv_pre(spectrogram)
+    if speaker is not None:
+        hidden = hidden + decoder.cond(speaker)
+    hidden = mask(hidden)
+    for i, upsample in enumerate(decoder.upsampler):
+        hidden = mask(upsample(torch.nn.functional.leaky_relu(hidden, slope)))
+        blocks = decoder.resblocks[i * decoder.num_kernels : (i + 1) * decoder.num_kernels]
+        hidden = sum(_masked_resblock(block, hidden, mask) for block in blocks) / decoder.num_kernels
+    hidden = decoder.conv_post(torch.nn.functional.leaky_relu(hidden))
+    return torch.tanh(mask(hidden))
+
+
+def _masked_resblock(
+    block: torch.nn.Module, hidden: torch.Tensor, mask: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    slope = block.leaky_relu_slope
+    for conv1, conv2 in zip(block.convs1, block.convs2, strict=True):
+        residual = hidden
+        hidden = mask(conv1(torch.nn.functional.leaky_relu(hidden, slope)))
+        hidden = mask(conv2(torch.nn.functional.leaky_relu(hidden, slope)))
+        hidden = hidden + residual
+    return hidden
+
+
+class VitsSynthesizer:
+    """A loaded VITS checkpoint behind the engine's `SpeechModel` interface."""
+
+    family = "vits"
+
+    def __init__(self, source: str, precision: Precision, revision: str | None = None) -> None:
+        from transformers import AutoTokenizer, VitsModel
+
+        started = time.perf_counter()
+        self.name = _model_name(source)
+        self.device = precision.device
+        self.precision = precision
+        self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        self.model = VitsModel.from_pretrained(source, revision=revision).to(self.device).eval()
+        config = self.model.config
+        self.sampling_rate = int(config.sampling_rate)
+        self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
+        self.voices = _voices(config)
+        self.fp32_reruns = 0
+        log.info(
+            "loaded %s (%s parameters) on %s, precision %s in %.2fs",
+            source, f"{sum(p.numel() for p in self.model.parameters()):,}",
+            self.device, precision.label, time.perf_counter() - started,
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text)["input_ids"])
+        # With add_blank the tokenizer interleaves pad ids: all-pad means nothing to say.
+        return ids if any(i != self.pad_token_id for i in ids) else []
+
+    def warm_up(self) -> None:
+        ids = self.tokenize("warm up.") or [self.pad_token_id, 1, self.pad_token_id]
+        self.synthesize([SynthesisItem(token_ids=ids, seed=0)])
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        for item in items:
+            if item.seed is None:
+                item.seed = random.getrandbits(63)
+        waves = self._run(items, self.precision.autocast)
+        bad = [i for i, w in enumerate(waves) if not _sound(w)]
+        if bad and self.precision.autocast is not None:
+            # Reduced precision overflowed or collapsed for these items: redo them in float32.
+            redone = self._run([items[i] for i in bad], None)
+            for i, wave in zip(bad, redone, strict=True):
+                items[i].reran_fp32 = True
+                waves[i] = wave
+        return [np.clip(np.nan_to_num(w, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0) for w in waves]
+
+    def _run(self, items: Sequence[SynthesisItem], autocast: torch.dtype | None) -> list[np.ndarray]:
+        width = max(len(item.token_ids) for item in items)
+        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            input_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
+            attention_mask[row, : len(item.token_ids)] = 1
+        speakers = torch.tensor([item.speaker_index for item in items], device=self.device)
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        waveform, lengths = batched_vits_inference(
+            self.model,
+            input_ids.to(self.device),
+            attention_mask.to(self.device),
+            speakers,
+            [item.speed for item in items],
+            [int(item.seed or 0) for item in items],
+            None if autocast is None else torch.autocast(device_type, dtype=autocast),
+        )
+        rows = waveform.cpu().numpy()
+        return [rows[i, : int(n)].copy() for i, n in enumerate(lengths.tolist())]
+
+
+def _sound(wave: np.ndarray) -> bool:
+    """NaN/inf or an all-silent render are the failure modes of reduced precision."""
+    return wave.size > 0 and bool(np.isfinite(wave).all()) and float(np.abs(wave).max()) > SILENCE_PEAK
+
+
+def _voices(config: object) -> list[Voice]:
+    count = int(getattr(config, "num_speakers", 1) or 1)
+    if count == 1:
+        return [Voice(id="default", name="default", speaker_index=0)]
+    # Checkpoints that name their speakers do so in id2label; transformers fills in
+    # LABEL_n placeholders otherwise.
+    labels = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    names = [labels.get(i, "") for i in range(count)]
+    if len(set(names)) != count or any(not n or n.startswith("LABEL_") for n in names):
+        names = [f"speaker-{i}" for i in range(count)]
+    return [Voice(id=name, name=name, speaker_index=i) for i, name in enumerate(names)]
+
+
+def openai_voice_index(voice: str, speakers: int) -> int | None:
+    """OpenAI's voice names map onto the model's speakers in a fixed order."""
+    if voice not in OPENAI_VOICES:
+        return None
+    return OPENAI_VOICES.index(voice) % max(speakers, 1)
+
+
+def _model_name(source: str) -> str:
+    path = Path(source)
+    return path.name if path.exists() else source
+
