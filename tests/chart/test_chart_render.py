@@ -242,13 +242,13 @@ def test_keda_scaled_objects(render) -> None:
     assert trigger["metadata"]["threshold"] == "30"
     # the sample VoiceService's own bounds carry over
     demo = objects["demo-queued-audio"]["spec"]
-    sample = VALUE_SETS_SAMPLE_AUTOSCALING()
+    sample = sample_autoscaling()
     assert (demo["minReplicaCount"], demo["maxReplicaCount"]) == (
         sample["minReplicas"], sample["maxReplicas"],
     )
 
 
-def VALUE_SETS_SAMPLE_AUTOSCALING() -> dict[str, Any]:  # noqa: N802 - reads like a constant
+def sample_autoscaling() -> dict[str, Any]:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     return values["sampleVoiceService"]["spec"]["autoscaling"]
 
