@@ -1,0 +1,258 @@
+"""kopf handlers for VoiceService: create/update/resume and a periodic loop converge the
+children to the spec and refresh status; a second loop per object runs the memory guard.
+
+Thin by intent: what to build lives in `manifests`, what to restart in `guard`, how status
+reads in `status`; this module sequences API calls (`kube`, `scrape`) around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+import urllib3
+
+from voicefleet_operator import guard, manifests, naming, scrape, status
+from voicefleet_operator.config import OperatorConfig
+from voicefleet_operator.kube import ApiException, Kube
+from voicefleet_operator.spec import ServiceSpec, SpecError, check_name, parse_spec
+
+RESOURCE = (naming.GROUP, naming.VERSION, naming.PLURAL)
+# What a failed API call looks like from the official client: an HTTP error or no answer.
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+RETRY_DELAY = 10
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Keep kopf's bookkeeping in our own annotations; `.status` stays ours and schema-clean.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=naming.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=naming.GROUP, key="last-handled-configuration"
+    )
+    # Tests (and embedders) may hand in their own config and client through the memo.
+    if memo.get("config") is None:
+        memo.config = OperatorConfig.from_env()
+    if memo.get("kube") is None:
+        memo.kube = await asyncio.to_thread(Kube.from_environment)
+
+
+@dataclass
+class PassResult:
+    """What one reconcile pass found, for status and logs."""
+
+    spec_error: str | None = None
+    api_error: str | None = None
+    deployment: Mapping[str, Any] | None = None
+    changes: list[str] = field(default_factory=list)
+
+
+def _api_error(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"API answered {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
+    return f"API unreachable: {exc}"
+
+
+def _converge(kube: Kube, config: OperatorConfig, body: kopf.Body) -> PassResult:
+    """Blocking: build every child, create or patch it, and read the server Deployment."""
+    name, namespace = body.metadata["name"], body.metadata["namespace"]
+    result = PassResult()
+    try:
+        check_name(name)
+        spec = parse_spec(body.get("spec") or {}, default_image=config.server_image)
+    except SpecError as exc:
+        # Keep whatever children the last good spec made; say what to fix.
+        result.spec_error = str(exc)
+    else:
+        try:
+            _apply_children(kube, config, body, spec, result)
+        except API_ERRORS as exc:
+            result.api_error = _api_error(exc)
+    try:
+        result.deployment = kube.get("apps/v1", "deployments", namespace, naming.server_name(name))
+    except API_ERRORS as exc:
+        result.api_error = result.api_error or _api_error(exc)
+    return result
+
+
+def _apply_children(
+    kube: Kube, config: OperatorConfig, body: kopf.Body, spec: ServiceSpec, result: PassResult
+) -> None:
+    name, namespace = body.metadata["name"], body.metadata["namespace"]
+    if spec.redis.managed:
+        secret = manifests.redis_secret(name, namespace, secrets.token_hex(24))
+        kopf.adopt(secret, owner=body)
+        if kube.create_once(secret):
+            result.changes.append(f"created Secret {secret['metadata']['name']}")
+    for child in manifests.children(spec, name, namespace, redis_image=config.redis_image):
+        kopf.adopt(child, owner=body)
+        outcome = kube.ensure(child)
+        label = f"{child['kind']} {child['metadata']['name']}"
+        if outcome.action == "created":
+            result.changes.append(f"created {label}")
+        elif outcome.action == "patched":
+            result.changes.append(f"patched {label} ({', '.join(outcome.drifted[:5])})")
+
+
+def _object_lock(memo: kopf.Memo) -> asyncio.Lock:
+    # kopf gives every object its own shallow copy of the memo: one lock per VoiceService,
+    # so the update handler and the periodic loop never interleave their writes.
+    if memo.get("lock") is None:
+        memo.lock = asyncio.Lock()
+    lock: asyncio.Lock = memo.lock
+    return lock
+
+
+async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger | Any) -> PassResult:
+    """One level-based pass: children to spec, then status from what is there now."""
+    async with _object_lock(memo):
+        result = await asyncio.to_thread(_converge, memo.kube, memo.config, body)
+        for change in result.changes:
+            logger.info(change)
+        current = dict(body.get("status") or {})
+        new = status.reconciled_status(
+            current,
+            name=body.metadata["name"],
+            namespace=body.metadata["namespace"],
+            generation=body.metadata.get("generation"),
+            deployment=result.deployment,
+            spec_error=result.spec_error,
+            api_error=result.api_error,
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        if status.needs_update(current, new):
+            try:
+                await asyncio.to_thread(
+                    memo.kube.patch_status, naming.API_VERSION, naming.PLURAL,
+                    body.metadata["namespace"], body.metadata["name"], new,
+                )
+            except API_ERRORS as exc:
+                result.api_error = result.api_error or _api_error(exc)
+    return result
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+async def converge_on_change(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    result = await reconcile(body, memo, logger)
+    if result.spec_error:
+        # Not an exception: retrying cannot fix a spec; the user must edit it.
+        logger.error(f"Invalid VoiceService spec: {result.spec_error}")
+        kopf.warn(body, reason="InvalidSpec", message=result.spec_error)
+    if result.api_error:
+        raise kopf.TemporaryError(result.api_error, delay=RETRY_DELAY)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=5)
+async def converge_periodically(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Recreates deleted children, reverts hand edits, keeps replica counts in status."""
+    while not stopped:
+        await stopped.wait(memo.config.reconcile_interval)
+        if stopped:
+            break
+        result = await reconcile(body, memo, logger)
+        if result.api_error:
+            logger.warning(f"Periodic reconcile failed: {result.api_error}")
+
+
+def _last_restart(current: Mapping[str, Any]) -> float | None:
+    stamp = (current.get("memoryGuard") or {}).get("lastRestart")
+    if not stamp:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def guard_round(
+    state: guard.GuardState,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    session: aiohttp.ClientSession,
+    logger: logging.Logger | Any,
+) -> guard.GuardState:
+    """Read every server pod's memory once and restart at most one pod."""
+    config: OperatorConfig = memo.config
+    kube: Kube = memo.kube
+    name, namespace = body.metadata["name"], body.metadata["namespace"]
+    try:
+        spec = parse_spec(body.get("spec") or {}, default_image=config.server_image)
+    except SpecError:
+        return state  # the reconciler reports it; no guard without a valid watermark
+    policy = guard.Policy(
+        watermark_percent=spec.vram.watermark_percent,
+        sustain_seconds=spec.vram.sustain_seconds,
+        cooldown_seconds=config.guard_cooldown,
+    )
+    pods = await asyncio.to_thread(
+        kube.list_pods, namespace, naming.selector(name, naming.SERVER)
+    )
+    urls = {
+        pod["metadata"]["name"]: url
+        for pod in pods
+        if (url := guard.metrics_url(pod, naming.SERVER_PORT)) is not None
+    }
+    readings = await scrape.read_pods(session, urls, config.guard_timeout)
+    now = time.time()
+    state, decision = guard.decide(
+        state, readings, now, policy, restart_in_progress=guard.terminating(pods)
+    )
+    restarted: str | None = None
+    if decision.restart is not None:
+        outcome = await asyncio.to_thread(kube.evict, namespace, decision.restart, logger)
+        if outcome in ("evicted", "deleted"):
+            restarted = decision.restart
+            state = guard.restarted(state, restarted, now)
+            logger.warning(decision.message)
+            await asyncio.to_thread(
+                kube.post_event, body, reason="MemoryGuardRestart",
+                message=decision.message, type_="Warning",
+            )
+        else:
+            logger.info(f"Restart of {decision.restart} not done yet: {outcome}.")
+    current = dict(body.get("status") or {})
+    new = status.guard_status(
+        current,
+        over=decision.over,
+        restarted=restarted,
+        message=decision.message,
+        now=datetime.datetime.now(datetime.UTC),
+        generation=body.metadata.get("generation"),
+    )
+    if status.needs_update(current, new):
+        await asyncio.to_thread(
+            kube.patch_status, naming.API_VERSION, naming.PLURAL, namespace, name, new
+        )
+    return state
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=5)
+async def memory_guard(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """The NVML watermark: restart pods whose GPU memory stays above it."""
+    # Resume the cool-down across operator restarts from what status remembers.
+    state = guard.GuardState(last_restart=_last_restart(body.get("status") or {}))
+    async with aiohttp.ClientSession() as session:
+        while not stopped:
+            try:
+                state = await guard_round(state, body, memo, session, logger)
+            except API_ERRORS as exc:
+                logger.warning(f"Memory guard round failed: {_api_error(exc)}")
+            await stopped.wait(memo.config.guard_interval)

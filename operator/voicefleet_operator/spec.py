@@ -1,0 +1,289 @@
+"""The VoiceService spec as typed, checked values.
+
+A real API server defaults and validates with the CRD schema; this module repeats the
+defaults (so objects that skipped defaulting behave the same) and checks what the schema
+cannot: quantities that parse to zero, cross-field rules, names too long for children.
+Every problem is a `SpecError` whose message goes to the `Degraded` condition verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from voicefleet_operator import naming
+
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+METRICS = ("queuedAudioSeconds", "cpu")
+DEFAULT_TARGETS = {"queuedAudioSeconds": "30", "cpu": "70"}
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?P<suffix>[a-zA-Z]*)$")
+_SUFFIXES = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+class SpecError(ValueError):
+    """The spec cannot be turned into children; the message tells the user what to fix."""
+
+
+def parse_quantity(value: object, what: str) -> Decimal:
+    """A non-negative Kubernetes quantity (`8Gi`, `500M`, `30`) as a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpecError(f"{what} must be a quantity such as 8Gi, got {value!r}")
+    match = _QUANTITY.match(str(value).strip())
+    if match is None or match["suffix"] not in _SUFFIXES:
+        raise SpecError(f"{what} must be a quantity such as 8Gi, got {value!r}")
+    try:
+        return Decimal(match["number"]) * _SUFFIXES[match["suffix"]]
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise SpecError(f"{what} is not a number: {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    variant: str
+    revision: str | None
+    dtype: str
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    window_ms: int
+    max_batch_size: int
+    max_queue: int
+
+
+@dataclass(frozen=True)
+class VramSpec:
+    budget: str | None
+    budget_bytes: int | None
+    watermark_percent: int
+    sustain_seconds: int
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    min_replicas: int
+    max_replicas: int
+    metric: str
+    target: str
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    enabled: bool
+    url: str | None
+
+    @property
+    def managed(self) -> bool:
+        """The operator runs a private Redis only when Redis is wanted and none is given."""
+        return self.enabled and not self.url
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    gpus: int
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    model: ModelSpec
+    batching: BatchingSpec
+    vram: VramSpec
+    autoscaling: AutoscalingSpec
+    redis: RedisSpec
+    resources: ResourcesSpec
+    image: str
+    image_pull_policy: str | None = None
+    drain_seconds: int = 30
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+
+
+def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"spec.{key} must be an object, got {value!r}")
+    return value
+
+
+def _int(section: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    value = section.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where}.{key} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SpecError(f"{where}.{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _str(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"{where}.{key} must be a string, got {value!r}")
+    return value
+
+
+def _choice(section: Mapping[str, Any], key: str, where: str, choices: Sequence[str]) -> str:
+    value = section.get(key) or choices[0]
+    if value not in choices:
+        raise SpecError(f"{where}.{key} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where} must be an object, got {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _model(raw: Mapping[str, Any]) -> ModelSpec:
+    model = _section(raw, "model")
+    variant = _str(model, "variant", "spec.model")
+    if variant is None:
+        raise SpecError("spec.model.variant is required (a Hugging Face id or a path)")
+    return ModelSpec(
+        variant=variant,
+        revision=_str(model, "revision", "spec.model"),
+        dtype=_choice(model, "dtype", "spec.model", DTYPES),
+    )
+
+
+def _vram(raw: Mapping[str, Any]) -> VramSpec:
+    vram = _section(raw, "vram")
+    budget = vram.get("budget")
+    budget_bytes: int | None = None
+    if budget is not None and budget != "":
+        amount = parse_quantity(budget, "spec.vram.budget")
+        if amount < 2**20:
+            raise SpecError(f"spec.vram.budget must be at least 1Mi, got {budget!r}")
+        budget_bytes = int(amount)
+        budget = str(budget)
+    else:
+        budget = None
+    return VramSpec(
+        budget=budget,
+        budget_bytes=budget_bytes,
+        watermark_percent=_int(vram, "watermarkPercent", "spec.vram", 90, 50, 99),
+        sustain_seconds=_int(vram, "sustainSeconds", "spec.vram", 60, 0, 86400),
+    )
+
+
+def _autoscaling(raw: Mapping[str, Any]) -> AutoscalingSpec:
+    scaling = _section(raw, "autoscaling")
+    low = _int(scaling, "minReplicas", "spec.autoscaling", 1, 1, 1000)
+    high = _int(scaling, "maxReplicas", "spec.autoscaling", 4, 1, 1000)
+    if low > high:
+        raise SpecError(
+            f"spec.autoscaling.minReplicas ({low}) must not exceed maxReplicas ({high})"
+        )
+    metric = _choice(scaling, "metric", "spec.autoscaling", METRICS)
+    raw_target = scaling.get("target")
+    target = DEFAULT_TARGETS[metric] if raw_target in (None, "") else str(raw_target).strip()
+    if metric == "cpu":
+        percent = target.removesuffix("%")
+        if not percent.isdigit() or not 1 <= int(percent) <= 100:
+            raise SpecError(
+                f"spec.autoscaling.target must be a CPU percentage 1-100 for metric cpu,"
+                f" got {raw_target!r}"
+            )
+        target = percent
+    elif parse_quantity(target, "spec.autoscaling.target") <= 0:
+        raise SpecError("spec.autoscaling.target must be above zero audio-seconds per pod")
+    return AutoscalingSpec(min_replicas=low, max_replicas=high, metric=metric, target=target)
+
+
+def _redis(raw: Mapping[str, Any]) -> RedisSpec:
+    redis = _section(raw, "redis")
+    enabled = redis.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError(f"spec.redis.enabled must be true or false, got {enabled!r}")
+    url = _str(redis, "url", "spec.redis")
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        raise SpecError(f"spec.redis.url must start with redis:// or rediss://, got {url!r}")
+    return RedisSpec(enabled=enabled, url=url if enabled else None)
+
+
+def _resources(raw: Mapping[str, Any]) -> ResourcesSpec:
+    resources = _section(raw, "resources")
+    requests = _string_map(resources.get("requests"), "spec.resources.requests")
+    limits = _string_map(resources.get("limits"), "spec.resources.limits")
+    for where, table in (("requests", requests), ("limits", limits)):
+        for key, value in table.items():
+            parse_quantity(value, f"spec.resources.{where}.{key}")
+    return ResourcesSpec(
+        gpus=_int(resources, "gpus", "spec.resources", 1, 0, 16),
+        requests=requests,
+        limits=limits,
+    )
+
+
+def _tolerations(raw: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    value = raw.get("tolerations") or []
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise SpecError("spec.tolerations must be a list of toleration objects")
+    return [dict(t) for t in value]
+
+
+def check_name(name: str) -> None:
+    """Children are named after the VoiceService; Service names allow 63 characters."""
+    if len(name) > naming.MAX_NAME_LENGTH:
+        raise SpecError(
+            f"metadata.name is {len(name)} characters; VoiceService names may have at most"
+            f" {naming.MAX_NAME_LENGTH} so that child Services stay valid DNS labels"
+        )
+
+
+def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ServiceSpec:
+    """Turn a VoiceService `.spec` into checked values, or raise `SpecError`."""
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec must be an object")
+    image = _str(raw, "image", "spec") or default_image
+    pull = _str(raw, "imagePullPolicy", "spec")
+    if pull is not None and pull not in PULL_POLICIES:
+        raise SpecError(f"spec.imagePullPolicy must be one of {', '.join(PULL_POLICIES)}")
+    batching = _section(raw, "batching")
+    return ServiceSpec(
+        model=_model(raw),
+        batching=BatchingSpec(
+            window_ms=_int(batching, "windowMs", "spec.batching", 20, 1, 10000),
+            max_batch_size=_int(batching, "maxBatchSize", "spec.batching", 16, 1, 1024),
+            max_queue=_int(batching, "maxQueue", "spec.batching", 512, 1, 1_000_000),
+        ),
+        vram=_vram(raw),
+        autoscaling=_autoscaling(raw),
+        redis=_redis(raw),
+        resources=_resources(raw),
+        image=image,
+        image_pull_policy=pull,
+        drain_seconds=_int(raw, "drainSeconds", "spec", 30, 0, 3600),
+        node_selector=_string_map(raw.get("nodeSelector"), "spec.nodeSelector"),
+        tolerations=_tolerations(raw),
+    )
