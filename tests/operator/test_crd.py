@@ -1,0 +1,136 @@
+"""The CRD: structure, descriptions, printer columns, and examples valid under its schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from voicefleet_operator import naming
+from voicefleet_operator.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "voiceservices.voicefleet.dev.yaml"
+EXAMPLES = sorted((ROOT / "crds" / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def validate(schema: dict[str, Any], doc: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(schema).validate(doc)
+
+
+def test_identity(crd: dict[str, Any]) -> None:
+    assert crd["metadata"]["name"] == f"{naming.PLURAL}.{naming.GROUP}"
+    spec = crd["spec"]
+    assert spec["group"] == naming.GROUP
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == naming.KIND
+    assert spec["names"]["shortNames"]
+    [version] = spec["versions"]
+    assert version["name"] == naming.VERSION
+    assert version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Model"] == ".spec.model.variant"
+    assert columns["Ready"] == ".status.readyReplicas"
+    assert columns["Window"] == ".spec.batching.windowMs"
+    assert columns["VRAM"] == ".spec.vram.budget"
+    assert columns["Age"] == ".metadata.creationTimestamp"
+
+
+def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, node)]
+    for key, child in (node.get("properties") or {}).items():
+        found += walk(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        found += walk(node["items"], f"{path}[]")
+    return found
+
+
+def test_every_spec_and_status_field_is_described_and_typed(schema: dict[str, Any]) -> None:
+    for section in ("spec", "status"):
+        for path, node in walk(schema["properties"][section], section):
+            assert node.get("description") or path.endswith("[]"), f"{path} has no description"
+            assert node.get("type") or node.get("x-kubernetes-int-or-string"), f"{path} untyped"
+
+
+def test_defaults_and_validation_rules(schema: dict[str, Any]) -> None:
+    spec = schema["properties"]["spec"]["properties"]
+    assert spec["batching"]["properties"]["windowMs"]["default"] == 20
+    assert spec["batching"]["properties"]["windowMs"]["minimum"] == 1
+    assert spec["vram"]["properties"]["watermarkPercent"]["default"] == 90
+    assert spec["redis"]["properties"]["enabled"]["default"] is True
+    rules = [r["rule"] for r in spec["autoscaling"]["x-kubernetes-validations"]]
+    assert any("self.minReplicas <= self.maxReplicas" in r for r in rules)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_and_parse(schema: dict[str, Any], path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    assert doc["apiVersion"] == naming.API_VERSION and doc["kind"] == naming.KIND
+    validate(schema, doc)
+    parse_spec(doc["spec"], default_image="img")  # and the operator accepts it too
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (("batching", "windowMs"), 0),
+        (("vram", "watermarkPercent"), 40),
+        (("vram", "watermarkPercent"), 100),
+        (("vram", "budget"), "8 GB"),
+        (("model", "dtype"), "int8"),
+        (("autoscaling", "metric"), "requests"),
+        (("redis", "url"), "http://redis"),
+        (("resources", "gpus"), -1),
+    ],
+)
+def test_schema_rejects(schema: dict[str, Any], field: tuple[str, str], value: Any) -> None:
+    doc = copy.deepcopy(yaml.safe_load(EXAMPLES[0].read_text()))
+    doc["spec"].setdefault(field[0], {})[field[1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate(schema, doc)
+
+
+def test_schema_requires_a_model(schema: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate(schema, {"apiVersion": naming.API_VERSION, "kind": naming.KIND, "spec": {}})
+
+
+def test_rbac_rules_cover_what_the_operator_calls() -> None:
+    rules = yaml.safe_load((ROOT / "operator" / "rbac" / "clusterrole-rules.yaml").read_text())
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {
+        ("voicefleet.dev", "voiceservices", "watch"),
+        ("voicefleet.dev", "voiceservices/status", "patch"),
+        ("apps", "deployments", "patch"),
+        ("", "pods/eviction", "create"),
+        ("", "pods", "list"),
+        ("", "events", "create"),
+        ("", "secrets", "create"),
+        ("kopf.dev", "clusterkopfpeerings", "patch"),
+        ("zalando.org", "kopfpeerings", "patch"),
+    }
+    assert needed <= granted
+    # Least privilege: nothing is ever replaced wholesale, and secrets are never read.
+    assert not any(verb in {"update", "*"} for _, _, verb in granted)
+    assert not {("", "secrets", v) for v in ("get", "list", "watch")} & granted

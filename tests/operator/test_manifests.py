@@ -1,0 +1,237 @@
+"""Builders: plain dict assertions, plus the real Kubernetes 1.37 schemas (strict)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from voicefleet_operator import manifests
+from voicefleet_operator.spec import ServiceSpec, parse_spec
+
+IMAGE = "example.test/server:1"
+LABELS = {
+    "app.kubernetes.io/managed-by": "voicefleet",
+    "voicefleet.dev/service": "tts",
+}
+
+
+def make(**raw: Any) -> ServiceSpec:
+    raw.setdefault("model", {"variant": "facebook/mms-tts-eng"})
+    return parse_spec(raw, default_image=IMAGE)
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_server_deployment_env_from_spec() -> None:
+    spec = make(
+        model={"variant": "facebook/mms-tts-eng", "revision": "v2", "dtype": "float16"},
+        batching={"windowMs": 25, "maxBatchSize": 32, "maxQueue": 100},
+        vram={"budget": "8Gi"},
+        drainSeconds=40,
+    )
+    env = env_of(manifests.server_deployment(spec, "tts", "speech"))
+    assert env["VOICEFLEET_MODEL"] == "facebook/mms-tts-eng"
+    assert env["VOICEFLEET_REVISION"] == "v2"
+    assert env["VOICEFLEET_DTYPE"] == "float16"
+    assert env["VOICEFLEET_PORT"] == "8000"
+    assert env["VOICEFLEET_BATCH_WINDOW_MS"] == "25"
+    assert env["VOICEFLEET_MAX_BATCH_SIZE"] == "32"
+    assert env["VOICEFLEET_MAX_QUEUE"] == "100"
+    assert env["VOICEFLEET_VRAM_BUDGET"] == "8Gi"
+    assert env["VOICEFLEET_DRAIN_SECONDS"] == "40"
+    assert env["VOICEFLEET_DEVICE"] == "auto"
+
+
+def test_managed_redis_url_uses_secret_password_defined_first() -> None:
+    deployment = manifests.server_deployment(make(), "tts", "speech")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    # $(VAR) expands only for variables defined earlier in the list.
+    assert names.index("VOICEFLEET_REDIS_PASSWORD") < names.index("VOICEFLEET_REDIS_URL")
+    by_name = {e["name"]: e for e in env}
+    assert by_name["VOICEFLEET_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "tts-redis", "key": "password"}
+    }
+    assert by_name["VOICEFLEET_REDIS_URL"]["value"] == (
+        "redis://:$(VOICEFLEET_REDIS_PASSWORD)@tts-redis:6379/0"
+    )
+
+
+def test_external_or_no_redis() -> None:
+    external = env_of(manifests.server_deployment(make(redis={"url": "redis://r:6379/2"}), "t", "n"))
+    assert external["VOICEFLEET_REDIS_URL"] == "redis://r:6379/2"
+    assert "VOICEFLEET_REDIS_PASSWORD" not in external
+    none = env_of(manifests.server_deployment(make(redis={"enabled": False}), "t", "n"))
+    assert "VOICEFLEET_REDIS_URL" not in none
+
+
+def test_server_pod_shape() -> None:
+    spec = make(
+        resources={"gpus": 2, "requests": {"cpu": "2"}, "limits": {"memory": "16Gi"}},
+        nodeSelector={"pool": "gpu"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        drainSeconds=30,
+    )
+    deployment = manifests.server_deployment(spec, "tts", "speech")
+    assert deployment["metadata"]["name"] == "tts"
+    assert deployment["metadata"]["namespace"] == "speech"
+    assert LABELS.items() <= deployment["metadata"]["labels"].items()
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    template = deployment["spec"]["template"]
+    assert LABELS.items() <= template["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"][
+        "labels"
+    ].items()
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": "/metrics",
+    }
+    pod = template["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    container = pod["containers"][0]
+    assert container["image"] == IMAGE
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"},
+    }
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # slow model loads
+    # Drain: the preStop pause plus the drain fit inside the grace period.
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pause + 30
+
+
+def test_cpu_only_pods_have_no_gpu_limit() -> None:
+    resources = manifests.server_resources(make(resources={"gpus": 0}))
+    assert resources == {}
+
+
+def test_hpa_default_metric_is_queued_audio_seconds() -> None:
+    hpa = manifests.server_hpa(make(autoscaling={"minReplicas": 2, "maxReplicas": 6}), "tts", "ns")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "tts",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "voicefleet_queued_audio_seconds"},
+                "target": {"type": "AverageValue", "averageValue": "30"},
+            },
+        }
+    ]
+
+
+def test_hpa_cpu_fallback_sets_a_cpu_request() -> None:
+    spec = make(autoscaling={"metric": "cpu", "target": 60})
+    hpa = manifests.server_hpa(spec, "tts", "ns")
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+        }
+    ]
+    container = manifests.server_deployment(spec, "tts", "ns")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert container["resources"]["requests"]["cpu"] == "1"
+
+
+def test_service_and_pdb_select_server_pods_only() -> None:
+    spec = make()
+    service = manifests.server_service(spec, "tts", "ns")
+    pdb = manifests.server_pdb(spec, "tts", "ns")
+    selector = {"voicefleet.dev/service": "tts", "app.kubernetes.io/component": "server"}
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8000
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+
+
+def test_redis_children() -> None:
+    spec = make()
+    secret = manifests.redis_secret("tts", "ns", "s3cret")
+    assert secret["stringData"] == {"password": "s3cret"}
+    deployment = manifests.redis_deployment(spec, "tts", "ns", image="redis:7.4-alpine")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "redis:7.4-alpine"
+    assert container["args"][:3] == ["redis-server", "--requirepass", "$(REDIS_PASSWORD)"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "tts-redis",
+        "key": "password",
+    }
+    service = manifests.redis_service(spec, "tts", "ns")
+    assert service["spec"]["type"] == "ClusterIP"  # never exposed outside the cluster
+    assert service["spec"]["selector"] == {
+        "voicefleet.dev/service": "tts",
+        "app.kubernetes.io/component": "redis",
+    }
+
+
+def test_children_follow_redis_mode() -> None:
+    kinds = lambda spec: [  # noqa: E731
+        (c["kind"], c["metadata"]["name"]) for c in manifests.children(spec, "tts", "ns", redis_image="r")
+    ]
+    server = [
+        ("Deployment", "tts"),
+        ("Service", "tts"),
+        ("HorizontalPodAutoscaler", "tts"),
+        ("PodDisruptionBudget", "tts"),
+    ]
+    assert kinds(make()) == [("Deployment", "tts-redis"), ("Service", "tts-redis"), *server]
+    assert kinds(make(redis={"url": "redis://x"})) == server
+    assert kinds(make(redis={"enabled": False})) == server
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"autoscaling": {"metric": "cpu"}, "resources": {"gpus": 0}},
+        {
+            "vram": {"budget": "8Gi"},
+            "redis": {"url": "redis://r"},
+            "imagePullPolicy": "Always",
+            "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute",
+                             "tolerationSeconds": 30}],
+            "resources": {"requests": {"cpu": "500m", "memory": "4Gi"}},
+        },
+    ],
+)
+def test_children_pass_kubernetes_strict_validation(raw: dict[str, Any]) -> None:
+    spec = make(**raw)
+    objects = [*manifests.children(spec, "tts", "ns", redis_image="redis:7.4-alpine"),
+               manifests.redis_secret("tts", "ns", "pw")]
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.37.0", strict=True)
+
+
+def test_drift_compares_only_what_we_build() -> None:
+    desired = {"spec": {"replicas": 1, "ports": [{"port": 80, "name": "http"}], "q": "2"}}
+    live = {
+        "metadata": {"uid": "u", "resourceVersion": "7"},
+        "spec": {"replicas": 1, "ports": [{"port": 80, "name": "http", "protocol": "TCP"}],
+                 "q": 2, "extra": True},
+        "status": {"x": 1},
+    }
+    assert manifests.drift(desired, live) == []
+    live["spec"]["replicas"] = 3
+    assert manifests.drift(desired, live) == [".spec.replicas"]
+    live["spec"]["replicas"] = 1
+    live["spec"]["ports"].append({"port": 81})
+    assert manifests.drift(desired, live) == [".spec.ports"]
+    assert manifests.drift(desired, {}) == [".spec"]

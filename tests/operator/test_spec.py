@@ -1,0 +1,110 @@
+"""Spec parsing: CRD defaults repeated, and the errors a schema cannot catch."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from voicefleet_operator.spec import SpecError, check_name, parse_quantity, parse_spec
+
+IMAGE = "example.test/server:1"
+
+
+def test_defaults_match_the_crd() -> None:
+    spec = parse_spec({"model": {"variant": "facebook/mms-tts-eng"}}, default_image=IMAGE)
+    assert spec.model.dtype == "auto"
+    assert spec.model.revision is None
+    assert (spec.batching.window_ms, spec.batching.max_batch_size, spec.batching.max_queue) == (
+        20,
+        16,
+        512,
+    )
+    assert spec.vram.watermark_percent == 90
+    assert spec.vram.sustain_seconds == 60
+    assert spec.vram.budget is None
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 4)
+    assert spec.autoscaling.metric == "queuedAudioSeconds"
+    assert spec.autoscaling.target == "30"
+    assert spec.redis.enabled and spec.redis.managed
+    assert spec.resources.gpus == 1
+    assert spec.image == IMAGE
+    assert spec.drain_seconds == 30
+
+
+def test_budget_parses_to_bytes() -> None:
+    spec = parse_spec(
+        {"model": {"variant": "m"}, "vram": {"budget": "8Gi"}}, default_image=IMAGE
+    )
+    assert spec.vram.budget == "8Gi"
+    assert spec.vram.budget_bytes == 8 * 2**30
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("8Gi", Decimal(8 * 2**30)), ("500M", Decimal(500 * 10**6)), ("30", Decimal(30)),
+     ("1.5Gi", Decimal(3 * 2**29)), ("250m", Decimal("0.25")), (7, Decimal(7))],
+)
+def test_parse_quantity(value: object, expected: Decimal) -> None:
+    assert parse_quantity(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", ["8 GB", "-1Gi", "Gi", "8Xi", "", True, None])
+def test_parse_quantity_rejects(value: object) -> None:
+    with pytest.raises(SpecError, match="quantity"):
+        parse_quantity(value, "x")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({}, "spec.model.variant is required"),
+        ({"model": {"variant": "m", "dtype": "int8"}}, "spec.model.dtype must be one of"),
+        ({"model": {"variant": "m"}, "batching": {"windowMs": 0}}, "windowMs must be between"),
+        ({"model": {"variant": "m"}, "vram": {"budget": "0"}}, "at least 1Mi"),
+        ({"model": {"variant": "m"}, "vram": {"budget": "lots"}}, "quantity such as 8Gi"),
+        ({"model": {"variant": "m"}, "vram": {"watermarkPercent": 100}}, "between 50 and 99"),
+        (
+            {"model": {"variant": "m"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "minReplicas (5) must not exceed maxReplicas (2)",
+        ),
+        (
+            {"model": {"variant": "m"}, "autoscaling": {"metric": "cpu", "target": "fast"}},
+            "CPU percentage",
+        ),
+        ({"model": {"variant": "m"}, "autoscaling": {"target": "0"}}, "above zero"),
+        ({"model": {"variant": "m"}, "redis": {"url": "http://x"}}, "redis://"),
+        ({"model": {"variant": "m"}, "resources": {"gpus": -1}}, "gpus must be between"),
+        ({"model": {"variant": "m"}, "batching": "fast"}, "spec.batching must be an object"),
+    ],
+)
+def test_invalid_specs_say_what_to_fix(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec(raw, default_image=IMAGE)
+
+
+def test_cpu_target_accepts_percent_forms() -> None:
+    for target in (70, "70", "70%"):
+        spec = parse_spec(
+            {"model": {"variant": "m"}, "autoscaling": {"metric": "cpu", "target": target}},
+            default_image=IMAGE,
+        )
+        assert spec.autoscaling.target == "70"
+
+
+def test_external_redis_and_disabled_redis() -> None:
+    external = parse_spec(
+        {"model": {"variant": "m"}, "redis": {"url": "redis://r:6379/1"}}, default_image=IMAGE
+    )
+    assert not external.redis.managed and external.redis.url == "redis://r:6379/1"
+    disabled = parse_spec(
+        {"model": {"variant": "m"}, "redis": {"enabled": False, "url": "redis://r"}},
+        default_image=IMAGE,
+    )
+    assert not disabled.redis.managed and disabled.redis.url is None
+
+
+def test_long_names_are_rejected() -> None:
+    check_name("a" * 57)
+    with pytest.raises(SpecError, match="at most 57"):
+        check_name("a" * 58)
