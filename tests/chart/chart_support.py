@@ -51,6 +51,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "priorityClassName": "system-cluster-critical",
             "logFormat": "json",
+            "settings": {"redisImage": "redis:7.4.2-alpine", "guardIntervalSeconds": 2.5},
         },
         "server": {"image": {"repository": "registry.example.com/tts/server", "tag": "1.2.3"}},
     },

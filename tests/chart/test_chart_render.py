@@ -171,15 +171,18 @@ def test_operator_args_follow_the_watch_scope_and_peering(render) -> None:
 def test_images_and_overrides(render) -> None:
     container = operator_container(render("default"))
     assert container["image"] == "ghcr.io/voicefleet/voicefleet-operator:0.1.0"
-    assert env_of(container)["VOICEFLEET_SERVER_IMAGE"] == (
-        "ghcr.io/voicefleet/voicefleet-server:0.1.0"
-    )
+    env = env_of(container)
+    assert env["VOICEFLEET_SERVER_IMAGE"] == "ghcr.io/voicefleet/voicefleet-server:0.1.0"
+    assert env["VOICEFLEET_RECONCILE_INTERVAL_SECONDS"] == "15"
+    assert "VOICEFLEET_REDIS_IMAGE" not in env  # empty: the operator's own default
 
     docs = render("overrides")
     container = operator_container(docs)
     assert container["image"] == "ghcr.io/voicefleet/voicefleet-operator@sha256:" + "a" * 64
     assert env_of(container)["VOICEFLEET_SERVER_IMAGE"] == "registry.example.com/tts/server:1.2.3"
     assert env_of(container)["EXTRA"] == "1"
+    assert env_of(container)["VOICEFLEET_REDIS_IMAGE"] == "redis:7.4.2-alpine"
+    assert env_of(container)["VOICEFLEET_GUARD_INTERVAL_SECONDS"] == "2.5"
     assert container["args"][-1] == "--verbose" and "--log-format=json" in container["args"]
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing-sa"
@@ -200,7 +203,9 @@ def test_service_monitor_selects_the_operator_children(render) -> None:
     sm = one(render("full"), "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert sm["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "voicefleet"}}
+    assert sm["spec"]["selector"] == {"matchLabels": {
+        "app.kubernetes.io/managed-by": "voicefleet", "app.kubernetes.io/component": "server",
+    }}
     assert sm["spec"]["namespaceSelector"] == {"any": True}
     assert sm["spec"]["podTargetLabels"] == ["voicefleet.dev/service"]
     (endpoint,) = sm["spec"]["endpoints"]

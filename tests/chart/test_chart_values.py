@@ -32,6 +32,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("privileged port", {"operator": {"healthPort": 80}}, "/operator/healthPort"),
     ("log format", {"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
     ("resources as string", {"operator": {"resources": "lots"}}, "/operator/resources"),
+    ("guard interval zero", {"operator": {"settings": {"guardIntervalSeconds": 0}}},
+     "guardIntervalSeconds"),
     ("extra arg not a flag", {"operator": {"extraArgs": ["standalone"]}}, "/operator/extraArgs"),
     ("sa without name", {"serviceAccount": {"create": False}}, "allOf"),
     ("bad sample name", {"sampleVoiceService": {"name": "Bad_Name"}}, "/sampleVoiceService/name"),
