@@ -18,3 +18,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random-weight VITS checkpoint written by `make-tiny-model`'s code path."""
+    from voicefleet_server.tiny_model import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-vits")))
+
+
+@pytest.fixture(scope="session")
+def tiny_multispeaker_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from voicefleet_server.tiny_model import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny-vits-3spk"), num_speakers=3))

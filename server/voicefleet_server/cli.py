@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from voicefleet_server.config import ServerSettings
 
 
 def make_tiny_model_main(argv: Sequence[str]) -> int:
@@ -28,5 +34,56 @@ def make_tiny_model_main(argv: Sequence[str]) -> int:
     return 0
 
 
+ENV_PREFIX = "VOICEFLEET_"
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """Flags mirror `ServerSettings`; each defaults to VOICEFLEET_<FLAG> from the environment."""
+    from voicefleet_server.config import ServerSettings
+
+    parser = argparse.ArgumentParser(
+        prog="voicefleet serve",
+        description="Run the TTS server. Every flag can also be set as VOICEFLEET_<FLAG> "
+        "(e.g. --batch-window-ms as VOICEFLEET_BATCH_WINDOW_MS); flags win.",
+    )
+    for name, field in ServerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+    return parser
+
+
+def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSettings:
+    """Flags over environment over defaults, validated by the settings model."""
+    from voicefleet_server.config import ServerSettings
+
+    args = vars(serve_parser().parse_args(argv))
+    values: dict[str, object] = {}
+    for name in ServerSettings.model_fields:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if args[name] is not None:
+            values[name] = args[name]
+        elif env_value not in (None, ""):
+            values[name] = env_value
+    return ServerSettings.model_validate(values)
+
+
 def serve_main(argv: Sequence[str]) -> int:
-    raise NotImplementedError
+    from pydantic import ValidationError
+
+    try:
+        settings = settings_from(argv, os.environ)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"voicefleet serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    from voicefleet_server.app import run
+
+    run(settings)
+    return 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-# A sentence ends at . ! ? … (optionally followed by closing quotes/brackets) and
-# whitespace, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|\n+")
+# A sentence ends at . ! ? … (with any closing quotes/brackets, captured so they stay
+# with their sentence) followed by whitespace, or at a line break.
+_SENTENCE_END = re.compile(r"([.!?…]+[\"'”’)\]]*)\s+|\n+")
 # Inside an over-long sentence, prefer clause boundaries.
 _CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
@@ -27,11 +27,18 @@ def split_segments(text: str, max_chars: int = DEFAULT_MAX_SEGMENT_CHARS) -> lis
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
     segments: list[str] = []
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in _sentences(text):
         sentence = _SPACES.sub(" ", sentence).strip()
         if sentence:
             segments.extend(_split_long(sentence, max_chars))
     return segments
+
+
+def _sentences(text: str) -> list[str]:
+    parts = _SENTENCE_END.split(text)
+    # re.split interleaves the captured sentence endings (None after a line break).
+    texts, endings = parts[0::2], [*parts[1::2], None]
+    return [t + (e or "") for t, e in zip(texts, endings, strict=True)]
 
 
 def _split_long(sentence: str, max_chars: int) -> list[str]:

@@ -1,0 +1,147 @@
+"""The ASGI application and the process around it: lifespan, request metrics, and a
+uvicorn server that drains on SIGTERM.
+
+On SIGTERM the pod stops being ready and answers new speech requests with 503 +
+Retry-After, finishes what it accepted (up to --drain-seconds), then exits. A second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from voicefleet_server.api.errors import error_response, install_error_handlers
+from voicefleet_server.api.routes import router
+from voicefleet_server.config import ServerSettings
+from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving.speech import SpeechService
+
+log = logging.getLogger(__name__)
+
+# Bodies above this are refused before parsing (a speech body of 4096 characters is ~20 KB).
+MAX_BODY_BYTES = 1 << 20
+
+
+class RequestMetricsMiddleware:
+    """Counts requests by route template and status, and refuses oversized bodies early."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            response = error_response(
+                413, f"request body exceeds {self.max_body_bytes} bytes",
+                "invalid_request_error", "request_too_large",
+            )
+            self.metrics.requests.labels(scope["path"], "413").inc()
+            await response(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    metrics = Metrics()
+    speech = SpeechService(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        speech.start()
+        try:
+            yield
+        finally:
+            await speech.close()
+
+    app = FastAPI(
+        title="voicefleet",
+        version="0.1.0",
+        description="Batched text-to-speech with an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.speech = speech
+    app.state.playground_html = (
+        resources.files("voicefleet_server").joinpath("static/index.html").read_text(encoding="utf-8")
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains instead of closing the listener."""
+
+    def __init__(self, config: uvicorn.Config, speech: SpeechService, drain_seconds: float) -> None:
+        super().__init__(config)
+        self._speech = speech
+        self._drain_seconds = drain_seconds
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
+            super().handle_exit(sig, frame)
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        started = time.monotonic()
+        log.info("draining: finishing accepted work for up to %.0fs", self._drain_seconds)
+        self._speech.begin_drain()
+        try:
+            await asyncio.wait_for(self._speech.drained(), self._drain_seconds)
+            log.info("drained in %.2fs", time.monotonic() - started)
+        except TimeoutError:
+            log.warning("drain timed out after %.0fs; exiting with work in flight", self._drain_seconds)
+        self.should_exit = True
+
+
+def run(settings: ServerSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
+    )
+    DrainingServer(config, app.state.speech, settings.drain_seconds).run()

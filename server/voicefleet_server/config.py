@@ -1,0 +1,59 @@
+"""Server settings: one pydantic model, filled from `voicefleet serve` flags and
+`VOICEFLEET_<FLAG>` environment variables (how the operator configures pods)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from voicefleet_server.engine.device import parse_quantity
+
+
+class ServerSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    model: str = Field(
+        "facebook/mms-tts-eng",
+        description="VITS checkpoint: a local directory or a Hugging Face model id",
+    )
+    revision: str | None = Field(None, description="model revision (branch, tag or commit) on the hub")
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    batch_window_ms: float = Field(
+        10.0, ge=0, description="how long the oldest waiting segment may wait for batch mates"
+    )
+    max_batch_size: int = Field(16, ge=1, le=1024, description="most segments per model call")
+    max_queue: int = Field(
+        256, ge=1, description="most segments waiting; beyond it requests get 429 + Retry-After"
+    )
+    vram_budget: str | None = Field(
+        None, description="GPU memory this pod may use (e.g. 8Gi); default: the whole device"
+    )
+    vram_watermark_percent: float = Field(
+        90, ge=1, le=100, description="readiness fails while GPU memory is above this share of the budget"
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on CUDA, bfloat16 decoder autocast on CPUs with native bf16"
+    )
+    redis_url: str | None = Field(None, description="Redis for shared cache, jobs and rate limits")
+    max_input_chars: int = Field(4096, ge=1, description="longest `input` accepted by /v1/audio/speech")
+    drain_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long to finish accepted work before exiting"
+    )
+    autotune: bool = Field(
+        True, description="on CPU, measure batch sizes at start-up and keep the fastest"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("vram_budget")
+    @classmethod
+    def _budget_is_quantity(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quantity(value)
+        return value
+
+    @property
+    def vram_budget_bytes(self) -> int | None:
+        return None if self.vram_budget is None else parse_quantity(self.vram_budget)

@@ -1,0 +1,59 @@
+"""Domain errors of the serving layer; the API maps each to one HTTP answer."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base: carries an OpenAI error `type`, a stable `code` and the HTTP status."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidInput(ServingError):
+    pass
+
+
+class UnknownModel(ServingError):
+    status = 404
+    code = "model_not_found"
+
+
+class UnknownVoice(ServingError):
+    code = "voice_not_found"
+
+
+class UnsupportedFormat(ServingError):
+    code = "unsupported_response_format"
+
+
+class Overloaded(ServingError):
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(ServingError):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SynthesisFailed(ServingError):
+    status = 500
+    type = "server_error"
+    code = "synthesis_failed"

@@ -1,0 +1,99 @@
+"""The batched VITS path against transformers' own forward, on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, VitsModel
+
+from voicefleet_server.engine.device import Precision, resolve_precision
+from voicefleet_server.engine.model import SynthesisItem
+from voicefleet_server.engine.vits import VitsSynthesizer, batched_vits_inference
+
+FP32 = Precision("cpu", None)
+
+
+def test_matches_transformers_forward_when_noise_is_off(tiny_model_dir: str) -> None:
+    model = VitsModel.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.noise_scale = model.noise_scale_duration = 0.0
+    encoded = tokenizer(["hello there, general kenobi."], return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**encoded)
+    waveform, lengths = batched_vits_inference(
+        model, encoded["input_ids"], encoded["attention_mask"], None, [1.0], [0]
+    )
+    assert torch.equal(lengths, reference.sequence_lengths)
+    assert torch.allclose(waveform, reference.waveform, atol=1e-6)
+
+
+def test_batched_output_equals_solo_output(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    short = SynthesisItem(synth.tokenize("a short one."), seed=11)
+    long = SynthesisItem(synth.tokenize("and a much longer sentence that pads the short one a lot."), seed=12)
+    solo = synth.synthesize([SynthesisItem(short.token_ids, seed=11)])[0]
+    batched = synth.synthesize([long, short])[1]
+    assert len(batched) == len(solo)
+    # Batch invariance: the masked decoder keeps padding out of the short item's tail.
+    assert np.max(np.abs(batched - solo)) < 1e-3
+
+
+def test_seed_reproduces_and_different_seeds_differ(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    tokens = synth.tokenize("same words twice.")
+    first, second, other = (
+        synth.synthesize([SynthesisItem(tokens, seed=s)])[0] for s in (5, 5, 6)
+    )
+    assert np.array_equal(first, second)
+    assert len(first) != len(other) or not np.allclose(first, other)
+
+
+def test_speed_changes_duration_per_item(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    tokens = synth.tokenize("speed test sentence.")
+    slow, normal, fast = synth.synthesize([SynthesisItem(tokens, speed=s, seed=1) for s in (0.5, 1.0, 2.0)])
+    assert len(slow) > len(normal) > len(fast)
+
+
+def test_a_batch_mixes_speakers(tiny_multispeaker_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_multispeaker_dir, FP32)
+    assert [v.id for v in synth.voices] == ["speaker-0", "speaker-1", "speaker-2"]
+    tokens = synth.tokenize("who is speaking?")
+    mixed = synth.synthesize([SynthesisItem(tokens, speaker_index=i, seed=3) for i in range(3)])
+    solo = [synth.synthesize([SynthesisItem(tokens, speaker_index=i, seed=3)])[0] for i in range(3)]
+    for got, want in zip(mixed, solo, strict=True):
+        assert len(got) == len(want) and np.max(np.abs(got - want)) < 1e-3
+    assert not np.allclose(solo[0][: len(solo[1])], solo[1][: len(solo[0])])
+
+
+def test_empty_or_unpronounceable_text_has_no_tokens(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    assert synth.tokenize("") == []
+    assert synth.tokenize("日本語") == []
+    assert synth.tokenize("ok") != []
+
+
+class _ReducedPrecisionBreaks(VitsSynthesizer):
+    """Reduced precision yields NaN for every item, as an fp16 overflow would."""
+
+    def _run(self, items, autocast):  # type: ignore[no-untyped-def]
+        waves = super()._run(items, autocast)
+        return [np.full_like(w, np.nan) for w in waves] if autocast is not None else waves
+
+
+def test_nan_output_is_rerun_in_float32(tiny_model_dir: str) -> None:
+    precision = Precision("cpu", torch.bfloat16)
+    synth = _ReducedPrecisionBreaks(tiny_model_dir, precision)
+    items = [SynthesisItem(synth.tokenize("fine words."), seed=1)]
+    wave = synth.synthesize(items)[0]
+    assert items[0].reran_fp32
+    reference = VitsSynthesizer(tiny_model_dir, FP32).synthesize([SynthesisItem(items[0].token_ids, seed=1)])[0]
+    assert np.isfinite(wave).all() and np.allclose(wave, reference, atol=1e-5)
+
+
+def test_precision_choice() -> None:
+    assert resolve_precision("cpu", "float32").autocast is None
+    assert resolve_precision("cuda", "auto").autocast == torch.float16
+    with pytest.raises(ValueError, match="float16 is not supported on CPU"):
+        resolve_precision("cpu", "float16")
