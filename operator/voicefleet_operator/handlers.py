@@ -154,14 +154,26 @@ async def converge_on_change(
         raise kopf.TemporaryError(result.api_error, delay=RETRY_DELAY)
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=5)
+async def _pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Sleep up to `seconds`, waking within a fraction of a second once stopped.
+
+    Plain sleeps rather than `stopped.wait(t)`: that spawns a helper task which, when kopf
+    cancels the daemon at exit, ends in a TimeoutError that kopf re-raises at shutdown.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped and (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(left, 0.25))
+
+
+@kopf.daemon(*RESOURCE, cancellation_backoff=2, cancellation_timeout=5)
 async def converge_periodically(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
     **_: Any,
 ) -> None:
     """Recreates deleted children, reverts hand edits, keeps replica counts in status."""
     while not stopped:
-        await stopped.wait(memo.config.reconcile_interval)
+        await _pause(stopped, memo.config.reconcile_interval)
         if stopped:
             break
         result = await reconcile(body, memo, logger)
@@ -241,7 +253,7 @@ async def guard_round(
     return state
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=5)
+@kopf.daemon(*RESOURCE, cancellation_backoff=2, cancellation_timeout=5)
 async def memory_guard(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
     **_: Any,
@@ -255,4 +267,4 @@ async def memory_guard(
                 state = await guard_round(state, body, memo, session, logger)
             except API_ERRORS as exc:
                 logger.warning(f"Memory guard round failed: {_api_error(exc)}")
-            await stopped.wait(memo.config.guard_interval)
+            await _pause(stopped, memo.config.guard_interval)

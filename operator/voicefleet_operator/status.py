@@ -56,16 +56,18 @@ def set_condition(
 
 
 def rollout(deployment: Mapping[str, Any] | None) -> tuple[int, int, int, bool]:
-    """(wanted, ready, updated, settled) of a Deployment; settled means the controller has
-    seen its latest spec."""
+    """(wanted, ready, updated, settled) of a Deployment. `wanted` is spec.replicas (what
+    the HPA asks for now); settled means the controller has seen the latest spec."""
     if deployment is None:
         return 0, 0, 0, False
+    spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     generation = (deployment.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
-    settled = generation is None or observed is None or observed >= generation
+    settled = observed is not None and (generation is None or observed >= generation)
+    replicas = spec.get("replicas")
     return (
-        int(status.get("replicas") or 0),
+        1 if replicas is None else int(replicas),  # the API server's default
         int(status.get("readyReplicas") or 0),
         int(status.get("updatedReplicas") or 0),
         settled,

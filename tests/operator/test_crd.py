@@ -9,7 +9,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from voicefleet_operator import naming
 from voicefleet_operator.spec import parse_spec
 

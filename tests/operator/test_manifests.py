@@ -6,7 +6,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-
 from voicefleet_operator import manifests
 from voicefleet_operator.spec import ServiceSpec, parse_spec
 
@@ -63,7 +62,8 @@ def test_managed_redis_url_uses_secret_password_defined_first() -> None:
 
 
 def test_external_or_no_redis() -> None:
-    external = env_of(manifests.server_deployment(make(redis={"url": "redis://r:6379/2"}), "t", "n"))
+    spec = make(redis={"url": "redis://r:6379/2"})
+    external = env_of(manifests.server_deployment(spec, "t", "n"))
     assert external["VOICEFLEET_REDIS_URL"] == "redis://r:6379/2"
     assert "VOICEFLEET_REDIS_PASSWORD" not in external
     none = env_of(manifests.server_deployment(make(redis={"enabled": False}), "t", "n"))
@@ -142,7 +142,10 @@ def test_hpa_cpu_fallback_sets_a_cpu_request() -> None:
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Resource",
-            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 60},
+            },
         }
     ]
     container = manifests.server_deployment(spec, "tts", "ns")["spec"]["template"]["spec"][
@@ -183,9 +186,10 @@ def test_redis_children() -> None:
 
 
 def test_children_follow_redis_mode() -> None:
-    kinds = lambda spec: [  # noqa: E731
-        (c["kind"], c["metadata"]["name"]) for c in manifests.children(spec, "tts", "ns", redis_image="r")
-    ]
+    def kinds(spec: ServiceSpec) -> list[tuple[str, str]]:
+        built = manifests.children(spec, "tts", "ns", redis_image="r")
+        return [(c["kind"], c["metadata"]["name"]) for c in built]
+
     server = [
         ("Deployment", "tts"),
         ("Service", "tts"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from voicefleet_operator.spec import SpecError, check_name, parse_quantity, parse_spec
 
 IMAGE = "example.test/server:1"

@@ -18,6 +18,7 @@ def conditions(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def deployment(replicas: int, ready: int, updated: int | None = None) -> dict[str, Any]:
     return {
         "metadata": {"generation": 2},
+        "spec": {"replicas": replicas},
         "status": {
             "observedGeneration": 2,
             "replicas": replicas,
