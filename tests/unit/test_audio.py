@@ -28,7 +28,7 @@ def test_whole_files_decode_back_to_the_same_length(name: str) -> None:
 
 def test_pcm_is_raw_little_endian_int16() -> None:
     data = encode(TONE[:4], RATE, FORMATS["pcm"])
-    assert struct.unpack("<4h", data) == tuple(int(x * 32767) for x in TONE[:4])
+    assert struct.unpack("<4h", data) == tuple(round(float(x) * 32767) for x in TONE[:4])
 
 
 def test_lossless_round_trip_is_accurate() -> None:

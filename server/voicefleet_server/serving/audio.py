@@ -61,7 +61,8 @@ def resample(samples: np.ndarray, source: int, target: int) -> np.ndarray:
 
 def to_pcm16(samples: np.ndarray) -> bytes:
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    # Rounded like libsndfile, so a pcm response equals the samples of the same wav.
+    return np.rint(clipped * 32767.0).astype("<i2").tobytes()
 
 
 MP3_BITRATE_KBPS = 64
@@ -85,8 +86,12 @@ def encode(samples: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
         encoder = _mp3_encoder(target)
         return bytes(encoder.encode(to_pcm16(resample(samples, rate, target)))) + bytes(encoder.flush())
     target = output_rate(fmt, rate)
+    audio = resample(samples, rate, target)
+    if fmt.subtype == "PCM_16":
+        # Quantize here rather than in libsndfile, so wav, flac and pcm carry identical samples.
+        audio = np.frombuffer(to_pcm16(audio), dtype="<i2")
     buffer = io.BytesIO()
-    sf.write(buffer, resample(samples, rate, target), target, format=fmt.container, subtype=fmt.subtype)
+    sf.write(buffer, audio, target, format=fmt.container, subtype=fmt.subtype)
     return buffer.getvalue()
 
 
