@@ -12,7 +12,7 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,31 +111,53 @@ def _object_lock(memo: kopf.Memo) -> asyncio.Lock:
     return lock
 
 
+async def _update_status(
+    memo: kopf.Memo,
+    body: kopf.Body,
+    compute: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> None:
+    """Read-modify-write of `.status`; call with the object's lock held.
+
+    Two writers (reconcile and guard) share the `conditions` list and a merge patch replaces
+    lists whole, so each reads the freshest status from the API rather than the watched
+    body, which can lag behind the other writer's last patch.
+    """
+    kube: Kube = memo.kube
+    namespace, name = body.metadata["namespace"], body.metadata["name"]
+    fresh = await asyncio.to_thread(kube.get, naming.API_VERSION, naming.PLURAL, namespace, name)
+    if fresh is None:
+        return  # deleted meanwhile; its children go with it
+    current = dict(fresh.get("status") or {})
+    new = compute(current)
+    if status.needs_update(current, new):
+        await asyncio.to_thread(
+            kube.patch_status, naming.API_VERSION, naming.PLURAL, namespace, name, new
+        )
+
+
 async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger | Any) -> PassResult:
     """One level-based pass: children to spec, then status from what is there now."""
     async with _object_lock(memo):
         result = await asyncio.to_thread(_converge, memo.kube, memo.config, body)
         for change in result.changes:
             logger.info(change)
-        current = dict(body.get("status") or {})
-        new = status.reconciled_status(
-            current,
-            name=body.metadata["name"],
-            namespace=body.metadata["namespace"],
-            generation=body.metadata.get("generation"),
-            deployment=result.deployment,
-            spec_error=result.spec_error,
-            api_error=result.api_error,
-            now=datetime.datetime.now(datetime.UTC),
-        )
-        if status.needs_update(current, new):
-            try:
-                await asyncio.to_thread(
-                    memo.kube.patch_status, naming.API_VERSION, naming.PLURAL,
-                    body.metadata["namespace"], body.metadata["name"], new,
-                )
-            except API_ERRORS as exc:
-                result.api_error = result.api_error or _api_error(exc)
+
+        def compute(current: Mapping[str, Any]) -> dict[str, Any]:
+            return status.reconciled_status(
+                current,
+                name=body.metadata["name"],
+                namespace=body.metadata["namespace"],
+                generation=body.metadata.get("generation"),
+                deployment=result.deployment,
+                spec_error=result.spec_error,
+                api_error=result.api_error,
+                now=datetime.datetime.now(datetime.UTC),
+            )
+
+        try:
+            await _update_status(memo, body, compute)
+        except API_ERRORS as exc:
+            result.api_error = result.api_error or _api_error(exc)
     return result
 
 
@@ -237,19 +259,19 @@ async def guard_round(
             )
         else:
             logger.info(f"Restart of {decision.restart} not done yet: {outcome}.")
-    current = dict(body.get("status") or {})
-    new = status.guard_status(
-        current,
-        over=decision.over,
-        restarted=restarted,
-        message=decision.message,
-        now=datetime.datetime.now(datetime.UTC),
-        generation=body.metadata.get("generation"),
-    )
-    if status.needs_update(current, new):
-        await asyncio.to_thread(
-            kube.patch_status, naming.API_VERSION, naming.PLURAL, namespace, name, new
+
+    def compute(current: Mapping[str, Any]) -> dict[str, Any]:
+        return status.guard_status(
+            current,
+            over=decision.over,
+            restarted=restarted,
+            message=decision.message,
+            now=datetime.datetime.now(datetime.UTC),
+            generation=body.metadata.get("generation"),
         )
+
+    async with _object_lock(memo):
+        await _update_status(memo, body, compute)
     return state
 
 

@@ -96,8 +96,11 @@ async def test_spec_update_reaches_the_deployment(
     )
     await eventually(lambda: env(get_object(DEPLOYMENTS, "tts"))["VOICEFLEET_BATCH_WINDOW_MS"]
                      == "40")
-    hpa = get_object("autoscaling/v2/horizontalpodautoscalers", "tts")
-    assert hpa["spec"]["maxReplicas"] == 9
+    await eventually(
+        lambda: get_object("autoscaling/v2/horizontalpodautoscalers", "tts")["spec"][
+            "maxReplicas"
+        ] == 9
+    )
     await eventually(lambda: get_object(VS, "tts")["status"]["observedGeneration"] == 2)
 
 
