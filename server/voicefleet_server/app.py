@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +37,9 @@ MAX_BODY_BYTES = 1 << 20
 class RequestMetricsMiddleware:
     """Counts requests by route template and status, and refuses oversized bodies early."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -48,8 +51,10 @@ class RequestMetricsMiddleware:
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             response = error_response(
-                413, f"request body exceeds {self.max_body_bytes} bytes",
-                "invalid_request_error", "request_too_large",
+                413,
+                f"request body exceeds {self.max_body_bytes} bytes",
+                "invalid_request_error",
+                "request_too_large",
             )
             self.metrics.requests.labels(scope["path"], "413").inc()
             await response(scope, receive, send)
@@ -91,7 +96,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.metrics = metrics
     app.state.speech = speech
     app.state.playground_html = (
-        resources.files("voicefleet_server").joinpath("static/index.html").read_text(encoding="utf-8")
+        resources.files("voicefleet_server")
+        .joinpath("static/index.html")
+        .read_text(encoding="utf-8")
     )
     install_error_handlers(app)
     app.include_router(router)
@@ -109,12 +116,16 @@ class DrainingServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_task is not None or self._loop is None or sig not in (signal.SIGTERM, signal.SIGINT):
+        if (
+            self._drain_task is not None
+            or self._loop is None
+            or sig not in (signal.SIGTERM, signal.SIGINT)
+        ):
             super().handle_exit(sig, frame)
             return
         self._loop.call_soon_threadsafe(self._start_drain)
@@ -131,7 +142,9 @@ class DrainingServer(uvicorn.Server):
             await asyncio.wait_for(self._speech.drained(), self._drain_seconds)
             log.info("drained in %.2fs", time.monotonic() - started)
         except TimeoutError:
-            log.warning("drain timed out after %.0fs; exiting with work in flight", self._drain_seconds)
+            log.warning(
+                "drain timed out after %.0fs; exiting with work in flight", self._drain_seconds
+            )
         self.should_exit = True
 
 
@@ -141,7 +154,10 @@ def run(settings: ServerSettings) -> None:
     )
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
     )
     DrainingServer(config, app.state.speech, settings.drain_seconds).run()

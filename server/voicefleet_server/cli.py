@@ -20,7 +20,9 @@ def make_tiny_model_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("directory", help="output directory")
     parser.add_argument(
-        "--size", choices=("tiny", "mms"), default="tiny",
+        "--size",
+        choices=("tiny", "mms"),
+        default="tiny",
         help="tiny: 34k parameters, loads in ~0.2 s (default); mms: the 36M-parameter "
         "shape of facebook/mms-tts-*, for representative benchmarks",
     )
@@ -29,7 +31,9 @@ def make_tiny_model_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     from voicefleet_server.tiny_model import make_tiny_model
 
-    out = make_tiny_model(args.directory, num_speakers=args.speakers, size=args.size, seed=args.seed)
+    out = make_tiny_model(
+        args.directory, num_speakers=args.speakers, size=args.size, seed=args.seed
+    )
     print(out)
     return 0
 
@@ -51,7 +55,9 @@ def serve_parser() -> argparse.ArgumentParser:
         env = ENV_PREFIX + name.upper()
         help_text = f"{field.description} [env {env}; default {field.default}]"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
     return parser

@@ -17,7 +17,9 @@ class ServerSettings(BaseModel):
         "facebook/mms-tts-eng",
         description="VITS checkpoint: a local directory or a Hugging Face model id",
     )
-    revision: str | None = Field(None, description="model revision (branch, tag or commit) on the hub")
+    revision: str | None = Field(
+        None, description="model revision (branch, tag or commit) on the hub"
+    )
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     batch_window_ms: float = Field(
@@ -31,14 +33,20 @@ class ServerSettings(BaseModel):
         None, description="GPU memory this pod may use (e.g. 8Gi); default: the whole device"
     )
     vram_watermark_percent: float = Field(
-        90, ge=1, le=100, description="readiness fails while GPU memory is above this share of the budget"
+        90,
+        ge=1,
+        le=100,
+        description="readiness fails while GPU memory is above this share of the budget",
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="auto: float16 on CUDA, bfloat16 decoder autocast on CPUs with native bf16"
+        "auto",
+        description="auto: float16 on CUDA, bfloat16 decoder autocast on CPUs with native bf16",
     )
     redis_url: str | None = Field(None, description="Redis for shared cache, jobs and rate limits")
-    max_input_chars: int = Field(4096, ge=1, description="longest `input` accepted by /v1/audio/speech")
+    max_input_chars: int = Field(
+        4096, ge=1, description="longest `input` accepted by /v1/audio/speech"
+    )
     drain_seconds: float = Field(
         30.0, ge=0, description="on SIGTERM, how long to finish accepted work before exiting"
     )

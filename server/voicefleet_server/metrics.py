@@ -24,32 +24,48 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "voicefleet_requests", "HTTP requests by route and status code",
-            ["route", "status"], registry=r,
+            "voicefleet_requests",
+            "HTTP requests by route and status code",
+            ["route", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "voicefleet_request_duration_seconds", "Time from request to last audio byte",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "voicefleet_request_duration_seconds",
+            "Time from request to last audio byte",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.time_to_first_audio = Histogram(
-            "voicefleet_time_to_first_audio_seconds", "Time from request to its first audio",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "voicefleet_time_to_first_audio_seconds",
+            "Time from request to its first audio",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            "voicefleet_queue_wait_seconds", "Time a segment waited before its batch ran",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "voicefleet_queue_wait_seconds",
+            "Time a segment waited before its batch ran",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "voicefleet_batch_size", "Segments per model call",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128), registry=r,
+            "voicefleet_batch_size",
+            "Segments per model call",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
+            registry=r,
         )
         self.padding_waste = Histogram(
-            "voicefleet_batch_padding_waste_ratio", "Share of a batch's padded tokens that is padding",
-            buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0), registry=r,
+            "voicefleet_batch_padding_waste_ratio",
+            "Share of a batch's padded tokens that is padding",
+            buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0),
+            registry=r,
         )
         self.batch_duration = Histogram(
-            "voicefleet_batch_duration_seconds", "Wall time of one model call",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "voicefleet_batch_duration_seconds",
+            "Wall time of one model call",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "voicefleet_queue_depth", "Segments waiting for the model", registry=r
@@ -66,8 +82,10 @@ class Metrics:
             "voicefleet_audio_seconds", "Seconds of audio generated", registry=r
         )
         self.real_time_factor = Histogram(
-            "voicefleet_real_time_factor", "Synthesis wall time per second of audio, per request",
-            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10), registry=r,
+            "voicefleet_real_time_factor",
+            "Synthesis wall time per second of audio, per request",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+            registry=r,
         )
         self.fp32_reruns = Counter(
             "voicefleet_fp32_reruns",
@@ -75,10 +93,15 @@ class Metrics:
             registry=r,
         )
         self.failed_segments = Counter(
-            "voicefleet_failed_segments", "Segments that could not be rendered", ["reason"], registry=r,
+            "voicefleet_failed_segments",
+            "Segments that could not be rendered",
+            ["reason"],
+            registry=r,
         )
         self.oom_splits = Counter(
-            "voicefleet_oom_splits", "Batches split after running out of device memory", registry=r,
+            "voicefleet_oom_splits",
+            "Batches split after running out of device memory",
+            registry=r,
         )
         self.cache_hits = Counter("voicefleet_cache_hits", "Result cache hits", registry=r)
         self.cache_misses = Counter("voicefleet_cache_misses", "Result cache misses", registry=r)
@@ -93,5 +116,7 @@ class Metrics:
         )
         self.ready = Gauge("voicefleet_ready", "1 when the pod is ready for traffic", registry=r)
         self.max_batch_size = Gauge(
-            "voicefleet_max_batch_size", "Batch-size limit in force (after device tuning)", registry=r
+            "voicefleet_max_batch_size",
+            "Batch-size limit in force (after device tuning)",
+            registry=r,
         )

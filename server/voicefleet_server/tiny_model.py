@@ -62,15 +62,22 @@ def make_tiny_model(
         vocab_file = Path(scratch) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
         tokenizer = VitsTokenizer(
-            str(vocab_file), pad_token="<pad>", unk_token="<unk>",
-            add_blank=True, phonemize=False, normalize=True,
+            str(vocab_file),
+            pad_token="<pad>",
+            unk_token="<unk>",
+            add_blank=True,
+            phonemize=False,
+            normalize=True,
         )
         tokenizer.save_pretrained(out)
 
     if size == "tiny":
         shape = tiny_vits_config_kwargs(num_speakers)
     elif size == "mms":
-        shape = {"num_speakers": num_speakers, "speaker_embedding_size": 256 if num_speakers > 1 else 0}
+        shape = {
+            "num_speakers": num_speakers,
+            "speaker_embedding_size": 256 if num_speakers > 1 else 0,
+        }
     else:
         raise ValueError(f"unknown model size {size!r} (expected 'tiny' or 'mms')")
     config = VitsConfig(vocab_size=len(vocab), pad_token_id=0, **shape)  # type: ignore[arg-type]

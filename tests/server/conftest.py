@@ -10,11 +10,18 @@ from server_process import ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
-def server(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """The shared server: batching on (no CPU autotune, so batches really form)."""
     proc = start_server(
-        tiny_model_dir, tmp_path_factory.mktemp("logs"),
-        "--no-autotune", "--max-batch-size", "8", "--batch-window-ms", "30",
+        tiny_model_dir,
+        tmp_path_factory.mktemp("logs"),
+        "--no-autotune",
+        "--max-batch-size",
+        "8",
+        "--batch-window-ms",
+        "30",
     )
     yield proc
     proc.stop()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 
 def free_port() -> int:
@@ -43,13 +42,24 @@ class ServerProcess:
             self.process.wait()
 
 
-def start_server(model_dir: str, log_dir: Path, *args: str, ready_timeout: float = 90) -> ServerProcess:
+def start_server(
+    model_dir: str, log_dir: Path, *args: str, ready_timeout: float = 90
+) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "VOICEFLEET_LOG_LEVEL": "warning"}
     command = [
-        sys.executable, "-m", "voicefleet", "serve", "--model", model_dir,
-        "--host", "127.0.0.1", "--port", str(port), *args,
+        sys.executable,
+        "-m",
+        "voicefleet",
+        "serve",
+        "--model",
+        model_dir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -20,9 +20,17 @@ def post(url: str, text: str = TEXT, timeout: float = 120) -> httpx.Response:
     return httpx.post(f"{url}/v1/audio/speech", json=body, timeout=timeout)
 
 
-def test_overload_gets_429_with_retry_after_and_never_500(tiny_model_dir: str, tmp_path: Path) -> None:
+def test_overload_gets_429_with_retry_after_and_never_500(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
     server = start_server(
-        tiny_model_dir, tmp_path, "--no-autotune", "--max-batch-size", "1", "--max-queue", "8",
+        tiny_model_dir,
+        tmp_path,
+        "--no-autotune",
+        "--max-batch-size",
+        "1",
+        "--max-queue",
+        "8",
     )
     try:
         with ThreadPoolExecutor(24) as pool:
@@ -40,9 +48,17 @@ def test_overload_gets_429_with_retry_after_and_never_500(tiny_model_dir: str, t
         server.stop()
 
 
-def test_sigterm_drains_accepted_work_refuses_new_work_and_exits(tiny_model_dir: str, tmp_path: Path) -> None:
+def test_sigterm_drains_accepted_work_refuses_new_work_and_exits(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
     server = start_server(
-        tiny_model_dir, tmp_path, "--no-autotune", "--max-batch-size", "1", "--drain-seconds", "60",
+        tiny_model_dir,
+        tmp_path,
+        "--no-autotune",
+        "--max-batch-size",
+        "1",
+        "--drain-seconds",
+        "60",
     )
     try:
         results: list[httpx.Response] = []
@@ -64,7 +80,9 @@ def test_sigterm_drains_accepted_work_refuses_new_work_and_exits(tiny_model_dir:
         assert int(refused.headers["Retry-After"]) >= 1
         for thread in threads:
             thread.join(120)
-        assert [r.status_code for r in results] == [200] * 6, "an accepted request was lost in the drain"
+        assert [r.status_code for r in results] == [200] * 6, (
+            "an accepted request was lost in the drain"
+        )
         assert all(len(r.content) > 0 for r in results)
         assert server.process.wait(30) == 0
     finally:

@@ -12,7 +12,6 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
-
 from server_process import ServerProcess
 
 MODEL = "tts-1"
@@ -41,7 +40,9 @@ def test_each_format_decodes(client: httpx.Client, fmt: str, media_type: str) ->
 
 def test_pcm_matches_wav(client: httpx.Client) -> None:
     raw = speech(client, response_format="pcm", seed=3).content
-    wav, rate = sf.read(io.BytesIO(speech(client, response_format="wav", seed=3).content), dtype="int16")
+    wav, rate = sf.read(
+        io.BytesIO(speech(client, response_format="wav", seed=3).content), dtype="int16"
+    )
     assert rate == 16000
     assert np.array_equal(np.frombuffer(raw, dtype="<i2"), wav)
 
@@ -55,9 +56,16 @@ def test_audio_stream_arrives_in_chunks_and_equals_the_whole_render(client: http
     text = "First sentence here. Second one follows. And a third to close."
     whole = speech(client, input=text, response_format="pcm", seed=9).content
     with client.stream(
-        "POST", "/v1/audio/speech",
-        json={"model": MODEL, "voice": "alloy", "input": text, "response_format": "pcm",
-              "stream_format": "audio", "seed": 9},
+        "POST",
+        "/v1/audio/speech",
+        json={
+            "model": MODEL,
+            "voice": "alloy",
+            "input": text,
+            "response_format": "pcm",
+            "stream_format": "audio",
+            "seed": 9,
+        },
     ) as response:
         assert response.status_code == 200
         chunks = [c for c in response.iter_raw() if c]
@@ -70,7 +78,9 @@ def test_sse_stream_sends_deltas_then_done(client: httpx.Client) -> None:
     whole = speech(client, input=text, response_format="pcm", seed=4).content
     response = speech(client, input=text, response_format="pcm", stream_format="sse", seed=4)
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")
+    ]
     assert [e["type"] for e in events][-1] == "speech.audio.done"
     deltas = [base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) == 3
@@ -86,11 +96,18 @@ def test_seed_makes_a_request_reproducible(client: httpx.Client) -> None:
 
 def test_longer_input_gives_longer_audio(client: httpx.Client) -> None:
     short = speech(client, input="Hi.", response_format="pcm", seed=1).content
-    long = speech(client, input="Hi. " + "This is a considerably longer text. " * 4, response_format="pcm", seed=1)
+    long = speech(
+        client,
+        input="Hi. " + "This is a considerably longer text. " * 4,
+        response_format="pcm",
+        seed=1,
+    )
     assert len(long.content) > 3 * len(short)
 
 
-def test_sixteen_concurrent_callers_each_get_their_own_audio(client: httpx.Client, server: ServerProcess) -> None:
+def test_sixteen_concurrent_callers_each_get_their_own_audio(
+    client: httpx.Client, server: ServerProcess
+) -> None:
     """Cross-talk check: every concurrent answer equals the same request rendered alone."""
     texts = [f"Caller number {i} says: " + "word " * (i % 5 + 1) for i in range(16)]
 
@@ -115,7 +132,9 @@ def test_sixteen_concurrent_callers_each_get_their_own_audio(client: httpx.Clien
 
 def test_openai_client_works_unchanged(server: ServerProcess, tmp_path: object) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-needed")
-    response = client.audio.speech.create(model="tts-1", voice="nova", input="Hello from the SDK.", response_format="wav")
+    response = client.audio.speech.create(
+        model="tts-1", voice="nova", input="Hello from the SDK.", response_format="wav"
+    )
     samples, rate = sf.read(io.BytesIO(response.content))
     assert rate == 16000 and len(samples) > 0
     with client.audio.speech.with_streaming_response.create(
@@ -159,7 +178,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("override", "status", "param"), BAD_REQUESTS)
-def test_bad_input_gets_a_clear_openai_error(client: httpx.Client, override: dict[str, object], status: int, param: str) -> None:
+def test_bad_input_gets_a_clear_openai_error(
+    client: httpx.Client, override: dict[str, object], status: int, param: str
+) -> None:
     response = speech(client, **override)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -176,7 +197,9 @@ def test_bad_input_gets_a_clear_openai_error(client: httpx.Client, override: dic
         (b"", {"content-type": "application/json"}),
     ],
 )
-def test_malformed_bodies_are_400(client: httpx.Client, body: bytes, headers: dict[str, str]) -> None:
+def test_malformed_bodies_are_400(
+    client: httpx.Client, body: bytes, headers: dict[str, str]
+) -> None:
     response = client.post("/v1/audio/speech", content=body, headers=headers)
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -184,7 +207,9 @@ def test_malformed_bodies_are_400(client: httpx.Client, body: bytes, headers: di
 
 def test_huge_bodies_are_refused_before_parsing(client: httpx.Client) -> None:
     response = client.post(
-        "/v1/audio/speech", content=b"x" * (10 * 2**20), headers={"content-type": "application/json"}
+        "/v1/audio/speech",
+        content=b"x" * (10 * 2**20),
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
@@ -202,13 +227,22 @@ def test_health_readiness_and_metrics(client: httpx.Client) -> None:
     speech(client)
     text = client.get("/metrics").text
     for name in (
-        "voicefleet_requests_total", "voicefleet_request_duration_seconds_bucket",
-        "voicefleet_queue_wait_seconds_bucket", "voicefleet_time_to_first_audio_seconds_bucket",
-        "voicefleet_batch_size_bucket", "voicefleet_batch_padding_waste_ratio_bucket",
-        "voicefleet_queue_depth", "voicefleet_queued_audio_seconds", "voicefleet_audio_seconds_total",
-        "voicefleet_real_time_factor_bucket", "voicefleet_cache_hits_total",
-        "voicefleet_cache_misses_total", "voicefleet_gpu_memory_used_bytes",
-        "voicefleet_gpu_memory_budget_bytes", "voicefleet_redis_up", "voicefleet_fp32_reruns_total",
+        "voicefleet_requests_total",
+        "voicefleet_request_duration_seconds_bucket",
+        "voicefleet_queue_wait_seconds_bucket",
+        "voicefleet_time_to_first_audio_seconds_bucket",
+        "voicefleet_batch_size_bucket",
+        "voicefleet_batch_padding_waste_ratio_bucket",
+        "voicefleet_queue_depth",
+        "voicefleet_queued_audio_seconds",
+        "voicefleet_audio_seconds_total",
+        "voicefleet_real_time_factor_bucket",
+        "voicefleet_cache_hits_total",
+        "voicefleet_cache_misses_total",
+        "voicefleet_gpu_memory_used_bytes",
+        "voicefleet_gpu_memory_budget_bytes",
+        "voicefleet_redis_up",
+        "voicefleet_fp32_reruns_total",
     ):
         assert f"\n{name}" in text, name
     assert 'voicefleet_requests_total{route="/v1/audio/speech",status="200"}' in text

@@ -6,7 +6,6 @@ import struct
 import numpy as np
 import pytest
 import soundfile as sf
-
 from voicefleet_server.serving.audio import FORMATS, StreamEncoder, encode, output_rate
 
 RATE = 16000
@@ -23,7 +22,9 @@ def test_whole_files_decode_back_to_the_same_length(name: str) -> None:
     samples, rate = decode(encode(TONE, RATE, FORMATS[name]))
     assert rate == output_rate(FORMATS[name], RATE)
     # Lossy codecs add encoder delay (a few ms); lossless ones are exact in length.
-    assert abs(len(samples) - len(TONE) * rate / RATE) <= (0 if name in {"wav", "flac"} else 0.1 * rate)
+    assert abs(len(samples) - len(TONE) * rate / RATE) <= (
+        0 if name in {"wav", "flac"} else 0.1 * rate
+    )
 
 
 def test_pcm_is_raw_little_endian_int16() -> None:

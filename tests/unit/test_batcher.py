@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
 from voicefleet_server.engine.model import SynthesisItem, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
@@ -25,7 +24,9 @@ class FakeModel:
     voices: Sequence[Voice] = (Voice("default", "default"),)
     device = "cpu"
 
-    def __init__(self, poison: int | None = None, oom_above: int | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, poison: int | None = None, oom_above: int | None = None, delay_s: float = 0.0
+    ) -> None:
         self.batches: list[list[int]] = []
         self.poison = poison
         self.oom_above = oom_above

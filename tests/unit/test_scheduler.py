@@ -65,10 +65,14 @@ def test_the_most_urgent_segment_runs_even_over_budget() -> None:
 
 
 def test_length_bucketing_keeps_padding_waste_low() -> None:
-    limits = BatchLimits(max_batch_size=8, max_padded_tokens=10_000, window_s=0.0, max_padding_waste=0.3)
+    limits = BatchLimits(
+        max_batch_size=8, max_padded_tokens=10_000, window_s=0.0, max_padding_waste=0.3
+    )
     waiting = [
-        Waiting(0, 100, 0.0, 1.0), Waiting(1, 10, 0.0, 1.1),
-        Waiting(2, 90, 0.0, 1.2), Waiting(3, 95, 0.0, 1.3),
+        Waiting(0, 100, 0.0, 1.0),
+        Waiting(1, 10, 0.0, 1.1),
+        Waiting(2, 90, 0.0, 1.2),
+        Waiting(3, 95, 0.0, 1.3),
     ]
     chosen = select_batch(waiting, limits)
     assert [w.key for w in chosen] == [0, 2, 3]

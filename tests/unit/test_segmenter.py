@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import pytest
-
 from voicefleet_server.engine.segmenter import split_segments
 
 
 def test_splits_on_sentence_ends_and_line_breaks() -> None:
     text = 'Hello there. How are you?\nFine! "Quoted end." Next'
-    assert split_segments(text) == ["Hello there.", "How are you?", "Fine!", '"Quoted end."', "Next"]
+    assert split_segments(text) == [
+        "Hello there.",
+        "How are you?",
+        "Fine!",
+        '"Quoted end."',
+        "Next",
+    ]
 
 
 def test_whitespace_only_gives_nothing() -> None:

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
 from voicefleet_server.cli import settings_from
 from voicefleet_server.engine.device import parse_quantity
 
 
 def test_environment_configures_and_flags_win() -> None:
-    env = {"VOICEFLEET_BATCH_WINDOW_MS": "25", "VOICEFLEET_MODEL": "/models/x", "VOICEFLEET_PORT": "9000"}
+    env = {
+        "VOICEFLEET_BATCH_WINDOW_MS": "25",
+        "VOICEFLEET_MODEL": "/models/x",
+        "VOICEFLEET_PORT": "9000",
+    }
     settings = settings_from(["--port", "8100", "--no-autotune"], env)
     assert settings.batch_window_ms == 25.0
     assert settings.model == "/models/x"
@@ -31,7 +34,13 @@ def test_bad_values_are_refused(argv: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1000", 1000), ("1.5Gi", 3 * 2**29)],
+    [
+        ("8Gi", 8 * 2**30),
+        ("512Mi", 512 * 2**20),
+        ("2G", 2 * 10**9),
+        ("1000", 1000),
+        ("1.5Gi", 3 * 2**29),
+    ],
 )
 def test_quantities(text: str, expected: int) -> None:
     assert parse_quantity(text) == expected

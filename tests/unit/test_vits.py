@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, VitsModel
-
 from voicefleet_server.engine.device import Precision, resolve_precision
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.engine.vits import VitsSynthesizer, batched_vits_inference
@@ -31,7 +30,9 @@ def test_matches_transformers_forward_when_noise_is_off(tiny_model_dir: str) -> 
 def test_batched_output_equals_solo_output(tiny_model_dir: str) -> None:
     synth = VitsSynthesizer(tiny_model_dir, FP32)
     short = SynthesisItem(synth.tokenize("a short one."), seed=11)
-    long = SynthesisItem(synth.tokenize("and a much longer sentence that pads the short one a lot."), seed=12)
+    long = SynthesisItem(
+        synth.tokenize("and a much longer sentence that pads the short one a lot."), seed=12
+    )
     solo = synth.synthesize([SynthesisItem(short.token_ids, seed=11)])[0]
     batched = synth.synthesize([long, short])[1]
     assert len(batched) == len(solo)
@@ -42,9 +43,7 @@ def test_batched_output_equals_solo_output(tiny_model_dir: str) -> None:
 def test_seed_reproduces_and_different_seeds_differ(tiny_model_dir: str) -> None:
     synth = VitsSynthesizer(tiny_model_dir, FP32)
     tokens = synth.tokenize("same words twice.")
-    first, second, other = (
-        synth.synthesize([SynthesisItem(tokens, seed=s)])[0] for s in (5, 5, 6)
-    )
+    first, second, other = (synth.synthesize([SynthesisItem(tokens, seed=s)])[0] for s in (5, 5, 6))
     assert np.array_equal(first, second)
     assert len(first) != len(other) or not np.allclose(first, other)
 
@@ -52,7 +51,9 @@ def test_seed_reproduces_and_different_seeds_differ(tiny_model_dir: str) -> None
 def test_speed_changes_duration_per_item(tiny_model_dir: str) -> None:
     synth = VitsSynthesizer(tiny_model_dir, FP32)
     tokens = synth.tokenize("speed test sentence.")
-    slow, normal, fast = synth.synthesize([SynthesisItem(tokens, speed=s, seed=1) for s in (0.5, 1.0, 2.0)])
+    slow, normal, fast = synth.synthesize(
+        [SynthesisItem(tokens, speed=s, seed=1) for s in (0.5, 1.0, 2.0)]
+    )
     assert len(slow) > len(normal) > len(fast)
 
 
@@ -88,7 +89,9 @@ def test_nan_output_is_rerun_in_float32(tiny_model_dir: str) -> None:
     items = [SynthesisItem(synth.tokenize("fine words."), seed=1)]
     wave = synth.synthesize(items)[0]
     assert items[0].reran_fp32
-    reference = VitsSynthesizer(tiny_model_dir, FP32).synthesize([SynthesisItem(items[0].token_ids, seed=1)])[0]
+    reference = VitsSynthesizer(tiny_model_dir, FP32).synthesize(
+        [SynthesisItem(items[0].token_ids, seed=1)]
+    )[0]
     assert np.isfinite(wave).all() and np.allclose(wave, reference, atol=1e-5)
 
 

@@ -21,10 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str | None = None, param: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
     retry_after_s: float | None = None,
 ) -> JSONResponse:
-    headers = {} if retry_after_s is None else {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    headers = (
+        {} if retry_after_s is None else {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    )
     body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -54,7 +60,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        exc.status_code
+    )
     return error_response(exc.status_code, str(exc.detail), "invalid_request_error", code)
 
 

@@ -37,13 +37,21 @@ Service = Annotated[SpeechService, Depends(speech_service)]
 
 @router.post(
     "/v1/audio/speech",
-    responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}, "text/event-stream": {}}}, **_ERRORS},
+    responses={
+        200: {"content": {"audio/wav": {}, "audio/mpeg": {}, "text/event-stream": {}}},
+        **_ERRORS,
+    },
     summary="Generate audio from text (OpenAI-compatible)",
 )
 async def create_speech(body: SpeechRequest, service: Service) -> Response:
     spec = SpeechSpec(
-        model=body.model, input=body.input, voice=body.voice, response_format=body.response_format,
-        speed=body.speed, stream_format=body.stream_format, seed=body.seed,
+        model=body.model,
+        input=body.input,
+        voice=body.voice,
+        response_format=body.response_format,
+        speed=body.speed,
+        stream_format=body.stream_format,
+        seed=body.seed,
     )
     if body.stream_format is None:
         audio, media_type = await service.speak(spec)
@@ -60,20 +68,32 @@ async def list_models(service: Service) -> ModelList:
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
 async def get_model(model_id: str, service: Service) -> Response | ModelCard:
     if model_id not in {service.model_name, service.settings.model, *OPENAI_MODEL_ALIASES}:
-        return error_response(404, f"model {model_id!r} is not served here", "invalid_request_error", "model_not_found")
+        return error_response(
+            404,
+            f"model {model_id!r} is not served here",
+            "invalid_request_error",
+            "model_not_found",
+        )
     return ModelCard(id=service.model_name, created=_STARTED)
 
 
-@router.get("/v1/audio/voices", response_model=VoiceList, responses=_ERRORS, summary="Voices of the loaded model")
+@router.get(
+    "/v1/audio/voices",
+    response_model=VoiceList,
+    responses=_ERRORS,
+    summary="Voices of the loaded model",
+)
 async def list_voices(service: Service) -> VoiceList:
     return VoiceList(data=[VoiceCard.model_validate(v) for v in service.voices()])
 
 
 @router.get("/healthz", summary="Liveness: the process serves HTTP and the model has not failed")
 async def healthz(service: Service) -> JSONResponse:
-    ready, detail = service.readiness()
+    _, detail = service.readiness()
     status = 500 if detail["state"] == "failed" else 200
-    return JSONResponse({"status": "ok" if status == 200 else "failed", **detail}, status_code=status)
+    return JSONResponse(
+        {"status": "ok" if status == 200 else "failed", **detail}, status_code=status
+    )
 
 
 @router.get("/readyz", summary="Readiness: loaded, warmed up, not draining, memory under watermark")
@@ -85,7 +105,9 @@ async def readyz(service: Service) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request, service: Service) -> Response:
     service.refresh_gauges()
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

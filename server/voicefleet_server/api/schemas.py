@@ -12,9 +12,16 @@ class SpeechRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., min_length=1, max_length=256, description="model id (or tts-1, tts-1-hd, gpt-4o-mini-tts)")
+    model: str = Field(
+        ...,
+        min_length=1,
+        max_length=256,
+        description="model id (or tts-1, tts-1-hd, gpt-4o-mini-tts)",
+    )
     input: str = Field(..., description="text to speak (limit: --max-input-chars, 4096 by default)")
-    voice: str = Field(..., min_length=1, max_length=256, description="voice id, or an OpenAI voice name")
+    voice: str = Field(
+        ..., min_length=1, max_length=256, description="voice id, or an OpenAI voice name"
+    )
     response_format: str = Field("mp3", description="mp3, opus, wav, flac or pcm (16-bit LE mono)")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate, 0.25 to 4.0")
     stream_format: Literal["audio", "sse"] | None = Field(
@@ -24,7 +31,10 @@ class SpeechRequest(BaseModel):
         None, max_length=4096, description="accepted for compatibility; VITS voices ignore it"
     )
     seed: int | None = Field(
-        None, ge=0, le=2**63 - 1, description="voicefleet extra: reproducible noise for this request"
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="voicefleet extra: reproducible noise for this request",
     )
 
 
@@ -55,7 +65,9 @@ class VoiceCard(BaseModel):
     id: str
     name: str
     model: str
-    aliases: list[str] = Field(default_factory=list, description="OpenAI voice names that map to it")
+    aliases: list[str] = Field(
+        default_factory=list, description="OpenAI voice names that map to it"
+    )
 
 
 class VoiceList(BaseModel):

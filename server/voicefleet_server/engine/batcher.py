@@ -65,7 +65,9 @@ class _Segment:
     estimated_audio_s: float
 
     def view(self) -> Waiting:
-        return Waiting(self.key, len(self.item.token_ids), self.enqueued_at, self.deadline, self.group)
+        return Waiting(
+            self.key, len(self.item.token_ids), self.enqueued_at, self.deadline, self.group
+        )
 
 
 @dataclass
@@ -84,7 +86,9 @@ class EngineStats:
         if wall_s > 0:
             rate = audio_s / wall_s
             self.audio_per_wall_second = (
-                rate if self.batches == 0 else self.audio_per_wall_second + alpha * (rate - self.audio_per_wall_second)
+                rate
+                if self.batches == 0
+                else self.audio_per_wall_second + alpha * (rate - self.audio_per_wall_second)
             )
         self.batches += 1
 
@@ -115,7 +119,9 @@ class Engine:
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._schedule(), name="voicefleet-scheduler")
+        self._task = asyncio.get_running_loop().create_task(
+            self._schedule(), name="voicefleet-scheduler"
+        )
 
     async def run_in_worker(self, fn: object, *args: object) -> object:
         """Run a blocking call (warm-up, tuning) on the model's worker thread."""
@@ -201,14 +207,14 @@ class Engine:
 
     async def _schedule(self) -> None:
         while True:
-            decision = plan_batch([s.view() for s in self._waiting.values()], self.limits, time.monotonic())
+            decision = plan_batch(
+                [s.view() for s in self._waiting.values()], self.limits, time.monotonic()
+            )
             if not decision.batch:
                 self._wakeup.clear()
                 timeout = decision.wait_s if self._waiting else None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
-                except TimeoutError:
-                    pass
                 continue
             batch = [self._waiting.pop(key) for key in decision.batch]
             self._publish_queue()
@@ -254,7 +260,9 @@ class Engine:
         try:
             outputs = self.model.synthesize(items)
             if len(outputs) != len(items):
-                raise SynthesisError(f"model returned {len(outputs)} outputs for {len(items)} inputs")
+                raise SynthesisError(
+                    f"model returned {len(outputs)} outputs for {len(items)} inputs"
+                )
             return list(outputs)
         except (torch.OutOfMemoryError, DeviceOutOfMemory) as exc:
             if torch.cuda.is_available():
@@ -278,4 +286,3 @@ class Engine:
     def _mark_idle_if_empty(self) -> None:
         if not self._waiting and not self._running_batch:
             self._idle.set()
-

@@ -34,11 +34,20 @@ class SynthesisItem:
 
 
 class SpeechModel(Protocol):
-    name: str
-    family: str
-    sampling_rate: int
-    voices: Sequence[Voice]
-    device: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def sampling_rate(self) -> int: ...
+
+    @property
+    def voices(self) -> Sequence[Voice]: ...
+
+    @property
+    def device(self) -> str: ...
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for one segment; empty when nothing in it is pronounceable."""

@@ -11,9 +11,9 @@ import re
 
 # A sentence ends at . ! ? … (with any closing quotes/brackets, captured so they stay
 # with their sentence) followed by whitespace, or at a line break.
-_SENTENCE_END = re.compile(r"([.!?…]+[\"'”’)\]]*)\s+|\n+")
+_SENTENCE_END = re.compile(r"([.!?…]+[\"'”’)\]]*)\s+|\n+")  # noqa: RUF001 (typographic quotes)
 # Inside an over-long sentence, prefer clause boundaries.
-_CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")  # noqa: RUF001 (dashes)
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 
 DEFAULT_MAX_SEGMENT_CHARS = 250

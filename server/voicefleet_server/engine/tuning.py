@@ -65,7 +65,9 @@ def token_budget(profile: MemoryProfile, budget_bytes: int, headroom: float = 0.
     return int(usable / profile.bytes_per_padded_token)
 
 
-def profile_cuda_memory(model: SpeechModel, device: str, probe_batches: Sequence[int] = (1, 4, 16)) -> MemoryProfile:
+def profile_cuda_memory(
+    model: SpeechModel, device: str, probe_batches: Sequence[int] = (1, 4, 16)
+) -> MemoryProfile:
     """Peak memory of probe batches, fitted as baseline + slope * padded tokens."""
     tokens = model.tokenize(PROBE_TEXT)
     torch.cuda.synchronize(device)
@@ -79,7 +81,9 @@ def profile_cuda_memory(model: SpeechModel, device: str, probe_batches: Sequence
         slope = max(slope, (peak - baseline) / (size * len(tokens)))
     # The CUDA context and allocator fragmentation sit outside torch's counters.
     reserved_overhead = int(torch.cuda.memory_reserved(device)) - baseline
-    return MemoryProfile(baseline_bytes=baseline + max(reserved_overhead, 0) // 4, bytes_per_padded_token=slope)
+    return MemoryProfile(
+        baseline_bytes=baseline + max(reserved_overhead, 0) // 4, bytes_per_padded_token=slope
+    )
 
 
 def cap_cuda_allocator(device: str, budget_bytes: int) -> None:

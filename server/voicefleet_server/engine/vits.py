@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +29,21 @@ log = logging.getLogger(__name__)
 
 # OpenAI's voice names; on a multi-speaker model they map onto speakers in this order.
 OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
-    "verse", "marin", "cedar",
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
 )
 SILENCE_PEAK = 1e-4
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedVits:
-    model: torch.nn.Module
-    tokenizer: object
 
 
 def _noise(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -47,7 +52,7 @@ def _noise(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
 
 @torch.inference_mode()
 def batched_vits_inference(
-    model: torch.nn.Module,
+    model: Any,  # a transformers VitsModel; its submodules are used directly
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     speaker_ids: torch.Tensor | None,
@@ -112,7 +117,7 @@ def batched_vits_inference(
     # Expand each token's prior over its predicted frames (monotonic alignment).
     attn_mask = torch.unsqueeze(input_mask, 2) * torch.unsqueeze(output_mask, -1)
     cum_duration = torch.cumsum(duration, -1).view(batch * input_ids.shape[1], 1)
-    valid = (torch.arange(frames, device=device, dtype=duration.dtype).unsqueeze(0) < cum_duration)
+    valid = torch.arange(frames, device=device, dtype=duration.dtype).unsqueeze(0) < cum_duration
     valid = valid.float().view(batch, input_ids.shape[1], frames)
     path = valid - torch.nn.functional.pad(valid, [0, 0, 1, 0, 0, 0])[:, :-1]
     attn = path.unsqueeze(1).transpose(2, 3) * attn_mask
@@ -122,7 +127,9 @@ def batched_vits_inference(
     noise = torch.zeros_like(prior_means, device="cpu")
     for i, length in enumerate(predicted_lengths.tolist()):
         noise[i, :, :length] = _noise(generators[i], (prior_means.shape[1], length))
-    prior_latents = prior_means + noise.to(device) * torch.exp(prior_log_variances) * model.noise_scale
+    prior_latents = (
+        prior_means + noise.to(device) * torch.exp(prior_log_variances) * model.noise_scale
+    )
     latents = model.flow(prior_latents, output_mask, speaker, reverse=True)
     spectrogram = latents * output_mask
     with heavy:
@@ -132,7 +139,7 @@ def batched_vits_inference(
 
 
 def masked_hifigan(
-    decoder: torch.nn.Module,
+    decoder: Any,  # transformers' VitsHifiGan
     spectrogram: torch.Tensor,
     speaker: torch.Tensor | None,
     frame_lengths: torch.Tensor,
@@ -158,13 +165,17 @@ def masked_hifigan(
     for i, upsample in enumerate(decoder.upsampler):
         hidden = mask(upsample(torch.nn.functional.leaky_relu(hidden, slope)))
         blocks = decoder.resblocks[i * decoder.num_kernels : (i + 1) * decoder.num_kernels]
-        hidden = sum(_masked_resblock(block, hidden, mask) for block in blocks) / decoder.num_kernels
+        hidden = (
+            sum(_masked_resblock(block, hidden, mask) for block in blocks) / decoder.num_kernels
+        )
     hidden = decoder.conv_post(torch.nn.functional.leaky_relu(hidden))
     return torch.tanh(mask(hidden))
 
 
 def _masked_resblock(
-    block: torch.nn.Module, hidden: torch.Tensor, mask: Callable[[torch.Tensor], torch.Tensor]
+    block: Any,  # transformers' HifiGanResidualBlock
+    hidden: torch.Tensor,
+    mask: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     slope = block.leaky_relu_slope
     for conv1, conv2 in zip(block.convs1, block.convs2, strict=True):
@@ -187,8 +198,9 @@ class VitsSynthesizer:
         self.name = _model_name(source)
         self.device = precision.device
         self.precision = precision
-        self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-        self.model = VitsModel.from_pretrained(source, revision=revision).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision or "main")
+        model: Any = VitsModel.from_pretrained(source, revision=revision or "main")
+        self.model = model.to(self.device).eval()
         config = self.model.config
         self.sampling_rate = int(config.sampling_rate)
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
@@ -196,8 +208,11 @@ class VitsSynthesizer:
         self.fp32_reruns = 0
         log.info(
             "loaded %s (%s parameters) on %s, precision %s in %.2fs",
-            source, f"{sum(p.numel() for p in self.model.parameters()):,}",
-            self.device, precision.label, time.perf_counter() - started,
+            source,
+            f"{sum(p.numel() for p in self.model.parameters()):,}",
+            self.device,
+            precision.label,
+            time.perf_counter() - started,
         )
 
     def tokenize(self, text: str) -> list[int]:
@@ -221,9 +236,13 @@ class VitsSynthesizer:
             for i, wave in zip(bad, redone, strict=True):
                 items[i].reran_fp32 = True
                 waves[i] = wave
-        return [np.clip(np.nan_to_num(w, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0) for w in waves]
+        return [
+            np.clip(np.nan_to_num(w, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0) for w in waves
+        ]
 
-    def _run(self, items: Sequence[SynthesisItem], autocast: torch.dtype | None) -> list[np.ndarray]:
+    def _run(
+        self, items: Sequence[SynthesisItem], autocast: torch.dtype | None
+    ) -> list[np.ndarray]:
         width = max(len(item.token_ids) for item in items)
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -247,7 +266,9 @@ class VitsSynthesizer:
 
 def _sound(wave: np.ndarray) -> bool:
     """NaN/inf or an all-silent render are the failure modes of reduced precision."""
-    return wave.size > 0 and bool(np.isfinite(wave).all()) and float(np.abs(wave).max()) > SILENCE_PEAK
+    return (
+        wave.size > 0 and bool(np.isfinite(wave).all()) and float(np.abs(wave).max()) > SILENCE_PEAK
+    )
 
 
 def _voices(config: object) -> list[Voice]:
@@ -273,4 +294,3 @@ def openai_voice_index(voice: str, speakers: int) -> int | None:
 def _model_name(source: str) -> str:
     path = Path(source)
     return path.name if path.exists() else source
-

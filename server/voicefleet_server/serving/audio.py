@@ -36,7 +36,10 @@ FORMATS: dict[str, AudioFormat] = {
     "pcm": AudioFormat("pcm", "audio/pcm", None, None),
     "flac": AudioFormat("flac", "audio/flac", "FLAC", "PCM_16"),
     "mp3": AudioFormat(
-        "mp3", "audio/mpeg", "MP3", None,
+        "mp3",
+        "audio/mpeg",
+        "MP3",
+        None,
         (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
     ),
     "opus": AudioFormat("opus", "audio/ogg", "OGG", "OPUS", (8000, 12000, 16000, 24000, 48000)),
@@ -84,7 +87,9 @@ def encode(samples: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
     if fmt.name == "mp3":
         target = output_rate(fmt, rate)
         encoder = _mp3_encoder(target)
-        return bytes(encoder.encode(to_pcm16(resample(samples, rate, target)))) + bytes(encoder.flush())
+        return bytes(encoder.encode(to_pcm16(resample(samples, rate, target)))) + bytes(
+            encoder.flush()
+        )
     target = output_rate(fmt, rate)
     audio = resample(samples, rate, target)
     if fmt.subtype == "PCM_16":
@@ -99,9 +104,13 @@ def streaming_wav_header(rate: int, channels: int = 1, bits: int = 16) -> bytes:
     unknown = 0xFFFFFFFF
     block = channels * bits // 8
     return (
-        b"RIFF" + struct.pack("<I", unknown) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
-        + b"data" + struct.pack("<I", unknown)
+        b"RIFF"
+        + struct.pack("<I", unknown)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
+        + b"data"
+        + struct.pack("<I", unknown)
     )
 
 
@@ -180,8 +189,12 @@ class StreamEncoder:
         if self._writer is None:
             self._sink = _AppendOnlySink()
             self._writer = sf.SoundFile(
-                self._sink, "w", samplerate=self._target, channels=1,
-                format=self._fmt.container, subtype=self._fmt.subtype,
+                self._sink,
+                "w",
+                samplerate=self._target,
+                channels=1,
+                format=self._fmt.container,
+                subtype=self._fmt.subtype,
             )
         self._writer.write(resample(samples, self._rate, self._target))
         assert self._sink is not None

@@ -104,7 +104,9 @@ class SpeechService:
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="voicefleet-load")
+        self._load_task = asyncio.get_running_loop().create_task(
+            self._load(), name="voicefleet-load"
+        )
 
     async def wait_loaded(self) -> None:
         if self._load_task is not None:
@@ -117,8 +119,11 @@ class SpeechService:
             self.engine.start()
             self.state = State.READY
             self.metrics.ready.set(1)
-            log.info("ready: max batch %d, padded-token budget %s",
-                     self.engine.limits.max_batch_size, self.engine.limits.max_padded_tokens)
+            log.info(
+                "ready: max batch %d, padded-token budget %s",
+                self.engine.limits.max_batch_size,
+                self.engine.limits.max_padded_tokens,
+            )
         except Exception as exc:
             self.state = State.FAILED
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -145,8 +150,11 @@ class SpeechService:
         elif settings.autotune and max_batch > 1:
             self.batch_measurements = measure_cpu_batching(model, max_batch)
             max_batch = choose_batch_limit(self.batch_measurements, max_batch)
-            log.info("CPU batching measured %s audio s/s by batch size; using %d",
-                     {k: round(v, 2) for k, v in self.batch_measurements.items()}, max_batch)
+            log.info(
+                "CPU batching measured %s audio s/s by batch size; using %d",
+                {k: round(v, 2) for k, v in self.batch_measurements.items()},
+                max_batch,
+            )
         else:
             self._budget_bytes = settings.vram_budget_bytes or 0
         self.metrics.max_batch_size.set(max_batch)
@@ -224,7 +232,11 @@ class SpeechService:
                 "id": voice.id,
                 "name": voice.name,
                 "model": model.name,
-                "aliases": [n for n in OPENAI_VOICES if openai_voice_index(n, speakers) == voice.speaker_index],
+                "aliases": [
+                    n
+                    for n in OPENAI_VOICES
+                    if openai_voice_index(n, speakers) == voice.speaker_index
+                ],
             }
             for voice in model.voices
         ]
@@ -255,11 +267,14 @@ class SpeechService:
                 f"model {spec.model!r} is not served here; use {model.name!r}", param="model"
             )
         if spec.response_format in UNSUPPORTED_FORMATS:
-            raise UnsupportedFormat(UNSUPPORTED_FORMATS[spec.response_format], param="response_format")
+            raise UnsupportedFormat(
+                UNSUPPORTED_FORMATS[spec.response_format], param="response_format"
+            )
         fmt = FORMATS.get(spec.response_format)
         if fmt is None:
             raise UnsupportedFormat(
-                f"unknown response_format {spec.response_format!r}; use one of {', '.join(FORMATS)}",
+                f"unknown response_format {spec.response_format!r}; "
+                f"use one of {', '.join(FORMATS)}",
                 param="response_format",
             )
         voice = self._voice(model, spec.voice)
@@ -268,8 +283,8 @@ class SpeechService:
             raise InvalidInput("input is empty", param="input")
         if len(spec.input) > self.settings.max_input_chars:
             raise InvalidInput(
-                f"input is {len(spec.input)} characters; the limit is {self.settings.max_input_chars}"
-                " (use /v1/audio/jobs for long texts)",
+                f"input is {len(spec.input)} characters; the limit is "
+                f"{self.settings.max_input_chars} (use /v1/audio/jobs for long texts)",
                 param="input",
             )
         items = []
@@ -310,7 +325,9 @@ class SpeechService:
                 self._abandon(futures)
                 raise
             audio = _join(waves, self._rate())
-            body = await asyncio.to_thread(encode, audio, self._rate(), FORMATS[prepared.format_name])
+            body = await asyncio.to_thread(
+                encode, audio, self._rate(), FORMATS[prepared.format_name]
+            )
         self._observe(prepared, audio, first_audio_at=time.monotonic())
         return body, prepared.media_type
 
@@ -338,9 +355,16 @@ class SpeechService:
                     except Exception as exc:
                         log.warning("stream aborted: segment %d failed: %s", index, exc)
                         if sse:
-                            yield _sse({"type": "error", "error": {
-                                "message": f"synthesis failed: {exc}", "type": "server_error",
-                                "code": "synthesis_failed"}})
+                            yield _sse(
+                                {
+                                    "type": "error",
+                                    "error": {
+                                        "message": f"synthesis failed: {exc}",
+                                        "type": "server_error",
+                                        "code": "synthesis_failed",
+                                    },
+                                }
+                            )
                             return
                         raise
                     piece = wave if index == 0 else np.concatenate([pause, wave])
@@ -358,8 +382,12 @@ class SpeechService:
                         yield _sse_delta(tail)
                 if sse:
                     seconds = sum(len(p) for p in produced) / self._rate()
-                    yield _sse({"type": "speech.audio.done", "usage": {"audio_seconds": round(seconds, 3)}})
-                self._observe(prepared, np.concatenate(produced), first_audio_at or time.monotonic())
+                    yield _sse(
+                        {"type": "speech.audio.done", "usage": {"audio_seconds": round(seconds, 3)}}
+                    )
+                self._observe(
+                    prepared, np.concatenate(produced), first_audio_at or time.monotonic()
+                )
             finally:
                 self._abandon(futures)
 
