@@ -18,7 +18,7 @@ import kopf
 import kubernetes
 import pytest
 import yaml
-from operator_helpers import NAMESPACE, TEST_CONFIG, VS_RESOURCE, eventually
+from operator_helpers import NAMESPACE, TEST_CONFIG, VS_RESOURCE, ObjectGetter, eventually
 from voicefleet_operator import handlers, naming
 from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import Kube
@@ -122,9 +122,6 @@ async def operator(
         await asyncio.to_thread(thread.join, 15)
     assert not thread.is_alive(), "kopf did not stop"
     assert not errors, "".join(traceback.format_exception(errors[0]))
-
-
-ObjectGetter = Callable[[str, str], dict[str, Any]]
 
 
 @pytest.fixture()

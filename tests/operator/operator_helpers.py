@@ -15,6 +15,8 @@ from voicefleet_operator.config import OperatorConfig
 NAMESPACE = "default"
 VS_RESOURCE = f"{naming.GROUP}/{naming.VERSION}/{naming.PLURAL}"
 
+ObjectGetter = Callable[[str, str], dict[str, Any]]
+
 # Short loops keep the suite fast; the code paths are the production ones.
 TEST_CONFIG = OperatorConfig(
     server_image="example.test/voicefleet-server:test",

@@ -8,8 +8,7 @@ from typing import Any
 
 import kmock as km
 import pytest
-from conftest import ObjectGetter
-from operator_helpers import NAMESPACE, eventually, voiceservice
+from operator_helpers import NAMESPACE, ObjectGetter, eventually, voiceservice
 
 pytestmark = pytest.mark.timeout(30)
 
