@@ -1,0 +1,173 @@
+"""Starting and stopping real `voicefleet serve` processes for benchmark scripts and tests.
+
+Owns: locating (or building) the benchmark models, picking a free loopback port, launching
+the server as a subprocess with its log in a file, waiting for /readyz, and stopping it
+(SIGTERM, then SIGKILL). Also the small shared pieces of the ratio scripts' output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+OUT_DIR = REPO / "bench" / "out"
+
+
+def ensure_model(size: str = "mms", directory: str | os.PathLike[str] | None = None) -> Path:
+    """A random-weight VITS checkpoint of `size` ("tiny" or "mms"), written once under bench/out."""
+    path = Path(directory) if directory else OUT_DIR / "models" / size
+    if not (path / "config.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "voicefleet", "make-tiny-model", "--size", size, str(path)],
+            check=True, env=_env(), stdout=subprocess.DEVNULL,
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return env
+
+
+class ServerProcess:
+    """`voicefleet serve` on 127.0.0.1:<free port> for the duration of a `with` block.
+
+    `extra_args` go to the serve command (e.g. ["--max-batch-size", "1"]). The log goes to
+    `log_path` (bench/out/<name>.log by default) and its tail is raised with a failure to start.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        extra_args: Sequence[str] = (),
+        *,
+        name: str = "server",
+        ready_timeout: float = 300.0,
+        log_path: Path | None = None,
+    ) -> None:
+        self.model = str(model)
+        self.extra_args = list(extra_args)
+        self.name = name
+        self.ready_timeout = ready_timeout
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or OUT_DIR / f"{name}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "voicefleet", "serve", "--model", self.model,
+            "--port", str(self.port), *self.extra_args,
+        ]
+
+    def start(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=_env(),
+            start_new_session=True,
+        )
+        log.close()
+        deadline = started + self.ready_timeout
+        with httpx.Client(timeout=5.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode} before ready:\n"
+                        + self.log_tail()
+                    )
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.perf_counter() > deadline:
+                    self.stop()
+                    raise TimeoutError(
+                        f"{self.name} not ready in {self.ready_timeout} s:\n{self.log_tail()}"
+                    )
+                time.sleep(0.2)
+        self.startup_s = time.perf_counter() - started
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def report_ratio(name: str, value: float | None, *, target: str | None = None,
+                 detail: dict[str, Any] | None = None, json_path: str | None = None) -> None:
+    """Print the one ratio a script measures (last line of its output) and optionally save JSON."""
+    shown = "n/a" if value is None else f"{value:.3f}"
+    suffix = f"  (target {target})" if target else ""
+    print(f"RATIO {name} = {shown}{suffix}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        payload = {"ratio": name, "value": value, "target": target, "detail": detail or {}}
+        Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def machine() -> dict[str, Any]:
+    """Where a figure was measured."""
+    import platform
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
