@@ -26,6 +26,9 @@ class OperatorConfig:
     guard_cooldown: float = 300.0
     # A /metrics read slower than this counts as unreachable (and never triggers a restart).
     guard_timeout: float = 2.0
+    # kopf lists namespaces and CRDs cluster-wide to follow them appearing. Turn it off where
+    # the operator's RBAC is namespace-scoped (or against an API emulator without them).
+    cluster_scanning: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -41,6 +44,16 @@ class OperatorConfig:
                 raise ValueError(f"{key} must be positive, got {raw!r}")
             return value
 
+        def flag(key: str, fallback: bool) -> bool:
+            raw = env.get(key, "").strip().lower()
+            if raw == "":
+                return fallback
+            if raw in {"1", "true", "yes", "on"}:
+                return True
+            if raw in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"{key} must be true or false, got {raw!r}")
+
         return cls(
             server_image=env.get("VOICEFLEET_SERVER_IMAGE") or default.server_image,
             redis_image=env.get("VOICEFLEET_REDIS_IMAGE") or default.redis_image,
@@ -50,4 +63,5 @@ class OperatorConfig:
             guard_interval=number("VOICEFLEET_GUARD_INTERVAL_SECONDS", default.guard_interval),
             guard_cooldown=number("VOICEFLEET_GUARD_COOLDOWN_SECONDS", default.guard_cooldown),
             guard_timeout=number("VOICEFLEET_GUARD_TIMEOUT_SECONDS", default.guard_timeout),
+            cluster_scanning=flag("VOICEFLEET_CLUSTER_SCANNING", default.cluster_scanning),
         )

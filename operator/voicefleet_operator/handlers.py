@@ -41,6 +41,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Tests (and embedders) may hand in their own config and client through the memo.
     if memo.get("config") is None:
         memo.config = OperatorConfig.from_env()
+    if not memo.config.cluster_scanning:
+        settings.scanning.disabled = True
     if memo.get("kube") is None:
         memo.kube = await asyncio.to_thread(Kube.from_environment)
 
