@@ -127,6 +127,8 @@ def test_rbac_rules_cover_what_the_operator_calls() -> None:
         ("", "events", "create"),
         ("", "secrets", "create"),
         ("kopf.dev", "clusterkopfpeerings", "patch"),
+        ("kopf.dev", "kopfpeerings", "watch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("zalando.org", "kopfpeerings", "patch"),
     }
     assert needed <= granted
