@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -26,6 +27,10 @@ from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving.cache import ResultCache
+from voicefleet_server.serving.jobs import JobService
+from voicefleet_server.serving.ratelimit import RateLimiter
+from voicefleet_server.serving.redis_link import RedisLink
 from voicefleet_server.serving.speech import SpeechService
 
 log = logging.getLogger(__name__)
@@ -77,14 +82,29 @@ class RequestMetricsMiddleware:
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = Metrics()
     speech = SpeechService(settings, metrics)
+    replica = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    link = (
+        RedisLink(
+            settings.redis_url, settings.redis_prefix, metrics, replica, settings.job_heartbeat_s
+        )
+        if settings.redis_url
+        else None
+    )
+    jobs = JobService(settings, metrics, speech, link, replica)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         speech.start()
+        if link is not None:
+            await link.start()
+        jobs.start()
         try:
             yield
         finally:
+            await jobs.close()
             await speech.close()
+            if link is not None:
+                await link.close()
 
     app = FastAPI(
         title="voicefleet",
@@ -95,6 +115,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.speech = speech
+    app.state.redis = link
+    app.state.jobs = jobs
+    app.state.cache = ResultCache(settings, metrics, link)
+    app.state.rate_limiter = RateLimiter(settings, link)
     app.state.playground_html = (
         resources.files("voicefleet_server")
         .joinpath("static/index.html")
@@ -102,7 +126,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # Job inputs may be far longer than speech inputs (JSON-escaped, up to 6 bytes a character).
+    max_body = max(MAX_BODY_BYTES, settings.job_max_input_chars * 6 + (64 << 10))
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, max_body_bytes=max_body)
     return app
 
 

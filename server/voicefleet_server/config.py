@@ -54,6 +54,41 @@ class ServerSettings(BaseModel):
         True, description="on CPU, measure batch sizes at start-up and keep the fastest"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    # ---- Redis, long-form jobs, result cache, rate limits (docs/jobs.md) ----
+    redis_prefix: str = Field(
+        "voicefleet:", description="prefix of every Redis key (to share one Redis between services)"
+    )
+    job_max_input_chars: int = Field(
+        100_000, ge=1, description="longest job `input` (100k characters is ~90 minutes of speech)"
+    )
+    job_chunk_segments: int = Field(
+        8, ge=1, le=256, description="most sentence segments per job chunk (the unit users fetch)"
+    )
+    job_turn_pause_ms: float = Field(
+        400, ge=0, le=10_000, description="silence between speaker turns of a dialogue job"
+    )
+    job_window_segments: int = Field(
+        16, ge=1, description="most segments one job keeps in the engine queue at once"
+    )
+    max_running_jobs: int = Field(
+        2, ge=1, description="jobs this replica renders at once; others wait as queued"
+    )
+    job_ttl_s: int = Field(86_400, ge=60, description="how long a job's status and audio are kept")
+    job_heartbeat_s: float = Field(
+        2.0, gt=0, le=60, description="replica heartbeat period; silent for 4x this means gone"
+    )
+    cache: Literal["off", "seeded", "all"] = Field(
+        "seeded",
+        description="result cache for /v1/audio/speech: seeded requests only, all, or off",
+    )
+    cache_ttl_s: int = Field(3600, ge=1, description="how long a cached result is kept")
+    cache_memory_mb: int = Field(
+        64, ge=0, description="in-process cache size, used without Redis or while it is down"
+    )
+    rate_limit_rps: float = Field(
+        0, ge=0, description="requests per second per client (API key or IP); 0 turns limits off"
+    )
+    rate_limit_burst: int = Field(20, ge=1, description="requests a client may make at once")
 
     @field_validator("vram_budget")
     @classmethod

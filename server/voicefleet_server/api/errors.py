@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voicefleet_server.serving.errors import Overloaded, ServingError, Unavailable
+from voicefleet_server.serving.errors import Overloaded, RateLimited, ServingError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def error_response(
 
 async def _serving_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServingError)
-    retry = exc.retry_after_s if isinstance(exc, Overloaded | Unavailable) else None
+    retry = exc.retry_after_s if isinstance(exc, Overloaded | RateLimited | Unavailable) else None
     return error_response(exc.status, exc.message, exc.type, exc.code, exc.param, retry)
 
 

@@ -6,24 +6,37 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voicefleet_server.api.errors import error_response
 from voicefleet_server.api.schemas import (
     ErrorResponse,
+    JobChunk,
+    JobError,
+    JobRequest,
+    JobStatus,
     ModelCard,
     ModelList,
     SpeechRequest,
     VoiceCard,
     VoiceList,
 )
+from voicefleet_server.serving.cache import ResultCache
+from voicefleet_server.serving.jobs import JobService, JobSpec
+from voicefleet_server.serving.ratelimit import RateLimiter, client_identity
+from voicefleet_server.serving.redis_link import RedisLink
 from voicefleet_server.serving.speech import OPENAI_MODEL_ALIASES, SpeechService, SpeechSpec
+from voicefleet_server.serving.store import JobRecord
 
 router = APIRouter()
 _STARTED = int(time.time())
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 429, 500, 503)
+}
+_JOB_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 404, 409, 413, 429, 503)
 }
 
 
@@ -35,6 +48,25 @@ def speech_service(request: Request) -> SpeechService:
 Service = Annotated[SpeechService, Depends(speech_service)]
 
 
+def job_service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
+Jobs = Annotated[JobService, Depends(job_service)]
+
+
+async def rate_limit(request: Request) -> None:
+    """Work-creating routes spend one token of the caller's bucket (429 when empty)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.enabled:
+        client = request.client.host if request.client else None
+        await limiter.check(client_identity(request.headers.get("authorization"), client))
+
+
+Limited = Depends(rate_limit)
+
+
 @router.post(
     "/v1/audio/speech",
     responses={
@@ -42,8 +74,9 @@ Service = Annotated[SpeechService, Depends(speech_service)]
         **_ERRORS,
     },
     summary="Generate audio from text (OpenAI-compatible)",
+    dependencies=[Limited],
 )
-async def create_speech(body: SpeechRequest, service: Service) -> Response:
+async def create_speech(body: SpeechRequest, service: Service, request: Request) -> Response:
     spec = SpeechSpec(
         model=body.model,
         input=body.input,
@@ -54,7 +87,8 @@ async def create_speech(body: SpeechRequest, service: Service) -> Response:
         seed=body.seed,
     )
     if body.stream_format is None:
-        audio, media_type = await service.speak(spec)
+        cache: ResultCache = request.app.state.cache
+        audio, media_type = await cache.speak(service, spec)
         return Response(audio, media_type=media_type)
     chunks, media_type = service.stream(spec)
     return StreamingResponse(chunks, media_type=media_type, headers={"Cache-Control": "no-cache"})
@@ -97,8 +131,12 @@ async def healthz(service: Service) -> JSONResponse:
 
 
 @router.get("/readyz", summary="Readiness: loaded, warmed up, not draining, memory under watermark")
-async def readyz(service: Service) -> JSONResponse:
+async def readyz(request: Request, service: Service, jobs: Jobs) -> JSONResponse:
     ready, detail = service.readiness()
+    link: RedisLink | None = request.app.state.redis
+    # Redis down does not make the pod unready (it serves speech without it); it says so.
+    detail["redis"] = link.detail() if link is not None else {"configured": False}
+    detail["jobs"] = jobs.detail()
     return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
 
 
@@ -113,3 +151,102 @@ async def metrics(request: Request, service: Service) -> Response:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def playground(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.playground_html)
+
+
+# ---- long-form jobs ---------------------------------------------------------------------
+
+
+def _job_status(record: JobRecord) -> JobStatus:
+    base = f"/v1/audio/jobs/{record.id}"
+    rate = record.sample_rate
+    chunks = [
+        JobChunk(index=i, url=f"{base}/chunks/{i}", seconds=round(n / rate, 3))
+        for i, n in enumerate(record.chunk_samples)
+        if n is not None
+    ]
+    total = max(1, record.segments_total)
+    return JobStatus(
+        id=record.id,
+        status=record.status,  # type: ignore[arg-type]
+        progress=1.0 if record.status == "succeeded" else round(record.segments_done / total, 4),
+        segments_done=record.segments_done,
+        segments_total=record.segments_total,
+        chunks_done=len(chunks),
+        chunks_total=len(record.chunk_samples),
+        chunks=chunks,
+        estimated_seconds_left=None if record.terminal else record.eta_s,
+        audio_seconds=round(sum(c.seconds for c in chunks), 3),
+        audio_url=f"{base}/audio" if record.status == "succeeded" else None,
+        response_format=record.response_format,
+        seed=record.seed,
+        created_at=int(record.created_at),
+        started_at=None if record.started_at is None else int(record.started_at),
+        finished_at=None if record.finished_at is None else int(record.finished_at),
+        resumes=record.resumes,
+        waiting_for=record.waiting_for,
+        error=None if record.error is None else JobError(**record.error),
+    )
+
+
+JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="job id")]
+
+
+@router.post(
+    "/v1/audio/jobs",
+    status_code=202,
+    response_model=JobStatus,
+    responses=_JOB_ERRORS,
+    dependencies=[Limited],
+    summary="Start a long-form or multi-speaker job; returns at once",
+)
+async def create_job(body: JobRequest, jobs: Jobs) -> JobStatus:
+    spec = JobSpec(
+        model=body.model,
+        input=body.input,
+        voice=body.voice,
+        voices=dict(body.voices),
+        response_format=body.response_format,
+        speed=body.speed,
+        seed=body.seed,
+    )
+    return _job_status(await jobs.create(spec))
+
+
+@router.get(
+    "/v1/audio/jobs/{job_id}",
+    response_model=JobStatus,
+    responses=_JOB_ERRORS,
+    summary="A job's status, progress and finished chunks",
+)
+async def get_job(job_id: JobId, jobs: Jobs) -> JobStatus:
+    return _job_status(await jobs.status(job_id))
+
+
+@router.delete(
+    "/v1/audio/jobs/{job_id}",
+    response_model=JobStatus,
+    responses=_JOB_ERRORS,
+    summary="Cancel a job",
+)
+async def cancel_job(job_id: JobId, jobs: Jobs) -> JobStatus:
+    return _job_status(await jobs.cancel(job_id))
+
+
+@router.get(
+    "/v1/audio/jobs/{job_id}/chunks/{index}",
+    responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
+    summary="One finished chunk, as a complete file (served while later chunks render)",
+)
+async def get_job_chunk(job_id: JobId, index: int, jobs: Jobs) -> Response:
+    body, media_type = await jobs.chunk(job_id, index)
+    return Response(body, media_type=media_type)
+
+
+@router.get(
+    "/v1/audio/jobs/{job_id}/audio",
+    responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
+    summary="The whole result of a succeeded job, streamed",
+)
+async def get_job_audio(job_id: JobId, jobs: Jobs) -> StreamingResponse:
+    chunks, media_type = await jobs.audio(job_id)
+    return StreamingResponse(chunks, media_type=media_type)

@@ -73,3 +73,59 @@ class VoiceCard(BaseModel):
 class VoiceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[VoiceCard]
+
+
+class JobRequest(BaseModel):
+    """Body of POST /v1/audio/jobs: a long text, or a `Speaker N: ...` script."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("tts-1", min_length=1, max_length=256, description="model id or alias")
+    input: str = Field(
+        ..., description="long text, or a script of `Speaker 1: ...` lines (--job-max-input-chars)"
+    )
+    voice: str = Field("alloy", min_length=1, max_length=256, description="default voice")
+    voices: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description='speaker label -> voice, e.g. {"Speaker 1": "alloy", "Speaker 2": "echo"}',
+    )
+    response_format: str = Field("mp3", description="mp3, opus, wav, flac or pcm")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate, 0.25 to 4.0")
+    seed: int | None = Field(
+        None, ge=0, le=2**62, description="reproducible noise; drawn at random when absent"
+    )
+
+
+class JobChunk(BaseModel):
+    index: int
+    url: str
+    seconds: float
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    object: Literal["audio.job"] = "audio.job"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(..., description="share of segments rendered, 0 to 1")
+    segments_done: int
+    segments_total: int
+    chunks_done: int
+    chunks_total: int
+    chunks: list[JobChunk] = Field(..., description="finished chunks, in order of index")
+    estimated_seconds_left: float | None
+    audio_seconds: float = Field(..., description="seconds of audio rendered so far")
+    audio_url: str | None = Field(None, description="the whole result, once succeeded")
+    response_format: str
+    seed: int
+    created_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    resumes: int = Field(0, description="times another replica took the job over")
+    waiting_for: str | None = Field(None, description='"redis" while its store is unreachable')
+    error: JobError | None = None

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from voicefleet_server.engine.segmenter import split_segments
 
-_SPEAKER_N = re.compile(r"^\s*speaker\s*(\d{1,4})\s*[:：]\s?(.*)$", re.IGNORECASE)
-_LABELLED = re.compile(r"^\s*([^:：\n]{1,64}?)\s*[:：]\s?(.*)$")
+# A label ends at a colon, ASCII or fullwidth (U+FF1A, common in CJK scripts).
+_COLON = ":\uff1a"
+_SPEAKER_N = re.compile(rf"^\s*speaker\s*(\d{{1,4}})\s*[{_COLON}]\s?(.*)$", re.IGNORECASE)
+_LABELLED = re.compile(rf"^\s*([^{_COLON}\n]{{1,64}}?)\s*[{_COLON}]\s?(.*)$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,3 +57,30 @@ class SynthesisFailed(ServingError):
     status = 500
     type = "server_error"
     code = "synthesis_failed"
+
+
+class InputTooLarge(ServingError):
+    status = 413
+    code = "input_too_large"
+
+
+class NotFound(ServingError):
+    status = 404
+    code = "not_found"
+
+
+class NotReady(ServingError):
+    """The resource exists but is not available yet (a chunk still rendering)."""
+
+    status = 409
+    code = "not_ready"
+
+
+class RateLimited(ServingError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

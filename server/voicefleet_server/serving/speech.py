@@ -36,7 +36,13 @@ from voicefleet_server.engine.tuning import (
 )
 from voicefleet_server.engine.vits import OPENAI_VOICES, VitsSynthesizer, openai_voice_index
 from voicefleet_server.metrics import Metrics
-from voicefleet_server.serving.audio import FORMATS, UNSUPPORTED_FORMATS, StreamEncoder, encode
+from voicefleet_server.serving.audio import (
+    FORMATS,
+    UNSUPPORTED_FORMATS,
+    AudioFormat,
+    StreamEncoder,
+    encode,
+)
 from voicefleet_server.serving.errors import (
     InvalidInput,
     Overloaded,
@@ -260,23 +266,39 @@ class SpeechService:
 
     # ---- synthesis -------------------------------------------------------------------
 
-    def _prepare(self, spec: SpeechSpec) -> _Prepared:
+    def check_target(self, model_id: str, response_format: str) -> AudioFormat:
+        """Refuse a model this pod does not serve or a format it cannot write."""
         model = self._require_model()
-        if spec.model not in {model.name, self.settings.model, *OPENAI_MODEL_ALIASES}:
+        if model_id not in {model.name, self.settings.model, *OPENAI_MODEL_ALIASES}:
             raise UnknownModel(
-                f"model {spec.model!r} is not served here; use {model.name!r}", param="model"
+                f"model {model_id!r} is not served here; use {model.name!r}", param="model"
             )
-        if spec.response_format in UNSUPPORTED_FORMATS:
-            raise UnsupportedFormat(
-                UNSUPPORTED_FORMATS[spec.response_format], param="response_format"
-            )
-        fmt = FORMATS.get(spec.response_format)
+        if response_format in UNSUPPORTED_FORMATS:
+            raise UnsupportedFormat(UNSUPPORTED_FORMATS[response_format], param="response_format")
+        fmt = FORMATS.get(response_format)
         if fmt is None:
             raise UnsupportedFormat(
-                f"unknown response_format {spec.response_format!r}; "
-                f"use one of {', '.join(FORMATS)}",
+                f"unknown response_format {response_format!r}; use one of {', '.join(FORMATS)}",
                 param="response_format",
             )
+        return fmt
+
+    def resolve_voice(self, name: str, param: str = "voice") -> Voice:
+        try:
+            return self._voice(self._require_model(), name)
+        except UnknownVoice as exc:
+            raise UnknownVoice(exc.message, param=param) from exc
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._require_model().tokenize(text)
+
+    @property
+    def sampling_rate(self) -> int:
+        return self._rate()
+
+    def _prepare(self, spec: SpeechSpec) -> _Prepared:
+        model = self._require_model()
+        fmt = self.check_target(spec.model, spec.response_format)
         voice = self._voice(model, spec.voice)
         text = _CONTROL_CHARS.sub(" ", spec.input).strip()
         if not text:

@@ -1,0 +1,576 @@
+"""Long-form and multi-speaker jobs: accept at once, render in the background, serve chunks.
+
+A job's segments go through the same engine as interactive speech, with deadlines ten
+times looser (`JOB_SLO_SCALE`) so one-line requests keep priority, and at most
+`job_window_segments` of them queued at a time (a 90-minute script never floods the
+queue: interactive admission sees at most max_running_jobs x window job segments).
+Chunks are stored as 16-bit PCM as they finish and encoded when fetched.
+
+With Redis, jobs are shared: any replica serves status and chunks; a replica that stops
+heart-beating has its unfinished jobs resumed by another (missing chunks are rendered
+again with the job's seed, so the audio is the same). Every job is seeded (a random seed
+is drawn when the request has none) for exactly that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import secrets
+import struct
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import soundfile as sf
+
+from voicefleet_server.config import ServerSettings
+from voicefleet_server.engine.batcher import EngineStopped, QueueFull
+from voicefleet_server.engine.model import SynthesisItem
+from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving.audio import FORMATS, AudioFormat, StreamEncoder, encode, to_pcm16
+from voicefleet_server.serving.dialogue import ChunkPlan, parse_script, plan_chunks
+from voicefleet_server.serving.errors import (
+    InputTooLarge,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Unavailable,
+)
+from voicefleet_server.serving.redis_link import RedisDown, RedisLink
+from voicefleet_server.serving.speech import SEGMENT_PAUSE_S, SpeechService, State
+from voicefleet_server.serving.store import JobRecord, JobStore, MemoryJobStore, RedisJobStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+JOB_SLO_SCALE = 10.0
+# A job abandoned by this many replicas in a row is failed rather than passed on again.
+MAX_RESUMES = 3
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    model: str
+    input: str
+    voice: str
+    voices: dict[str, str] = field(default_factory=dict)
+    response_format: str = "wav"
+    speed: float = 1.0
+    seed: int | None = None
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _LostOwnership(Exception):
+    pass
+
+
+class _SegmentFailed(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class _Run:
+    """A job this replica is rendering (its record here is the freshest copy)."""
+
+    record: JobRecord
+    store: JobStore
+    request: dict[str, Any]
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+    epoch: int = 0
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        metrics: Metrics,
+        speech: SpeechService,
+        link: RedisLink | None,
+        replica: str,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.speech = speech
+        self.link = link
+        self.replica = replica
+        self.memory = MemoryJobStore(settings.job_ttl_s)
+        self.redis = RedisJobStore(link, settings.job_ttl_s) if link is not None else None
+        self._runs: dict[str, _Run] = {}
+        self._slots = asyncio.Semaphore(settings.max_running_jobs)
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.redis is not None:
+            self._reaper = asyncio.get_running_loop().create_task(
+                self._reap(), name="voicefleet-job-reaper"
+            )
+
+    async def close(self) -> None:
+        """Shutting down: shared jobs are handed to other replicas, local ones fail."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        runs = list(self._runs.values())
+        for run in runs:
+            if run.task is not None:
+                run.task.cancel()
+        for run in runs:
+            if run.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run.task
+
+    # ---- API -------------------------------------------------------------------------
+
+    async def create(self, spec: JobSpec) -> JobRecord:
+        if self.speech.state is State.DRAINING:
+            raise Unavailable("the server is draining", retry_after_s=5)
+        if len(spec.input) > self.settings.job_max_input_chars:
+            raise InputTooLarge(
+                f"input is {len(spec.input)} characters; jobs take at most "
+                f"{self.settings.job_max_input_chars} (about 90 minutes of speech)",
+                param="input",
+            )
+        self.speech.check_target(spec.model, spec.response_format)
+        self.speech.resolve_voice(spec.voice)
+        for label, name in spec.voices.items():
+            self.speech.resolve_voice(name, param=f"voices.{label}")
+        request = asdict(spec)
+        request["input"] = _CONTROL_CHARS.sub(" ", spec.input)
+        request["seed"] = spec.seed if spec.seed is not None else secrets.randbits(62)
+        request["chunk_segments"] = self.settings.job_chunk_segments
+        plan = self._plan(request)
+        if not plan:
+            raise InvalidInput("input is empty", param="input")
+        rate = self.speech.sampling_rate
+        record = JobRecord(
+            id="job_" + uuid.uuid4().hex,
+            status="queued",
+            created_at=time.time(),
+            response_format=spec.response_format,
+            sample_rate=rate,
+            seed=request["seed"],
+            segments_total=sum(len(c.segments) for c in plan),
+            chunk_segments=[len(c.segments) for c in plan],
+            chunk_starts_turn=[c.starts_turn for c in plan],
+            chunk_samples=[None] * len(plan),
+            turn_pause_s=self.settings.job_turn_pause_ms / 1000.0,
+            segment_pause_s=SEGMENT_PAUSE_S,
+            owner=self.replica,
+        )
+        store: JobStore = self.memory
+        if self.redis is not None and self.link is not None and self.link.up:
+            try:
+                record.shared = True
+                await self.redis.create(record, request)
+                store = self.redis
+            except RedisDown:
+                record.shared = False
+        if store is self.memory:
+            await self.memory.create(record, request)
+        self._launch(record, store, request)
+        return record
+
+    async def status(self, job_id: str) -> JobRecord:
+        record, _ = await self._find(job_id)
+        return record
+
+    async def chunk(self, job_id: str, index: int) -> tuple[bytes, str]:
+        record, store = await self._find(job_id)
+        if not 0 <= index < len(record.chunk_samples):
+            raise NotFound(f"job {job_id} has chunks 0 to {len(record.chunk_samples) - 1}")
+        if record.chunk_samples[index] is None:
+            raise NotReady(f"chunk {index} of job {job_id} is not rendered yet")
+        pcm = await self._read(store, lambda s: s.chunk(job_id, index))
+        if pcm is None:
+            raise NotReady(f"chunk {index} of job {job_id} is being rendered again")
+        fmt = FORMATS[record.response_format]
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
+        body = await asyncio.to_thread(encode, samples, record.sample_rate, fmt)
+        return body, fmt.media_type
+
+    async def audio(self, job_id: str) -> tuple[AsyncIterator[bytes], str]:
+        """The whole result, read chunk by chunk from the store (never whole in memory)."""
+        record, store = await self._find(job_id)
+        if record.status != "succeeded":
+            raise NotReady(
+                f"job {job_id} is {record.status}; the whole audio exists once it has succeeded"
+                " (finished chunks are served while it runs)"
+            )
+        fmt = FORMATS[record.response_format]
+        return _whole_audio(record, store, fmt), fmt.media_type
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        run = self._runs.get(job_id)
+        if run is not None:
+            if not run.record.terminal:
+                run.cancelled = True
+                if run.task is not None:
+                    run.task.cancel()
+            return _as_cancelled(run.record)
+        record, store = await self._find(job_id)
+        if record.terminal:
+            return record
+        await self._read(store, lambda s: s.request_cancel(job_id))
+        return _as_cancelled(record)
+
+    def detail(self) -> dict[str, object]:
+        return {
+            "running": sum(1 for r in self._runs.values() if r.record.status == "running"),
+            "queued": sum(1 for r in self._runs.values() if r.record.status == "queued"),
+        }
+
+    # ---- lookups ---------------------------------------------------------------------
+
+    async def _find(self, job_id: str) -> tuple[JobRecord, JobStore]:
+        run = self._runs.get(job_id)
+        if run is not None:
+            return run.record, run.store
+        record = await self.memory.load(job_id)
+        if record is not None:
+            return record, self.memory
+        if self.redis is not None:
+            try:
+                record = await self.redis.load(job_id)
+                if (
+                    record is not None
+                    and not record.terminal
+                    and await self.redis.cancel_requested(job_id)
+                ):
+                    record = _as_cancelled(record)
+            except RedisDown as exc:
+                raise Unavailable(
+                    "jobs are kept in Redis, which is unreachable right now", retry_after_s=2
+                ) from exc
+            if record is not None:
+                return record, self.redis
+        raise NotFound(f"no job {job_id!r} (unknown, or expired)", param="id")
+
+    async def _read(self, store: JobStore, op: Callable[[JobStore], Awaitable[T]]) -> T:
+        try:
+            return await op(store)
+        except RedisDown as exc:
+            raise Unavailable(
+                "jobs are kept in Redis, which is unreachable right now", retry_after_s=2
+            ) from exc
+
+    # ---- rendering -------------------------------------------------------------------
+
+    def _plan(self, request: dict[str, Any]) -> list[ChunkPlan]:
+        voices: dict[str, str] = request.get("voices") or {}
+        turns = parse_script(request["input"], labels=voices.keys())
+        return plan_chunks(turns, int(request["chunk_segments"]))
+
+    def _launch(self, record: JobRecord, store: JobStore, request: dict[str, Any]) -> None:
+        run = _Run(record, store, request, epoch=self.link.epoch if self.link else 0)
+        self._runs[record.id] = run
+        run.task = asyncio.get_running_loop().create_task(self._run(run), name=f"job-{record.id}")
+        run.task.add_done_callback(lambda _: self._runs.pop(record.id, None))
+
+    async def _run(self, run: _Run) -> None:
+        record = run.record
+        try:
+            async with self._slots:
+                if run.cancelled or await self._write(
+                    run, lambda: run.store.cancel_requested(record.id)
+                ):
+                    raise _Cancelled
+                record.status = "running"
+                record.started_at = record.started_at or time.time()
+                await self._save(run)
+                plan = self._plan(run.request)
+                for _ in range(3):
+                    missing = await self._write(
+                        run, lambda: run.store.missing_chunks(record.id, len(plan))
+                    )
+                    if not missing:
+                        break
+                    for index in missing:  # lost from the store (a Redis restart): render again
+                        record.chunk_samples[index] = None
+                    await self._render(run, plan, missing)
+                else:
+                    raise _SegmentFailed("chunks kept disappearing from the job store")
+                record.status = "succeeded"
+                record.eta_s = 0.0
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not run.cancelled:  # shutting down
+                await self._stop(run)
+                raise
+            if task is not None:
+                task.uncancel()
+            record.status = "cancelled"
+        except _Cancelled:
+            record.status = "cancelled"
+        except _LostOwnership:
+            log.warning("job %s is owned by another replica now; stopping here", record.id)
+            return
+        except EngineStopped:
+            await self._stop(run)
+            return
+        except _SegmentFailed as exc:
+            record.status = "failed"
+            record.error = {"code": "synthesis_failed", "message": str(exc)}
+        except Exception as exc:
+            log.exception("job %s failed", record.id)
+            record.status = "failed"
+            record.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        record.finished_at = time.time()
+        record.waiting_for = None
+        log.info("job %s %s", record.id, record.status)
+        with contextlib.suppress(_LostOwnership):
+            await self._save(run)
+
+    async def _stop(self, run: _Run) -> None:
+        """This replica stops (drain or shutdown) with the job unfinished."""
+        record = run.record
+        if isinstance(run.store, RedisJobStore):
+            log.info("job %s handed back for another replica to resume", record.id)
+            with contextlib.suppress(RedisDown):
+                await run.store.release(record.id)
+            return
+        record.status = "failed"
+        record.finished_at = time.time()
+        record.error = {
+            "code": "server_shutdown",
+            "message": "the server shut down before the job finished; submit it again",
+        }
+        await run.store.save(record)
+
+    async def _render(self, run: _Run, plan: list[ChunkPlan], missing: list[int]) -> None:
+        engine = self.speech.engine
+        if engine is None:
+            raise EngineStopped("the model is not loaded")
+        record = run.record
+        window = self.settings.job_window_segments
+        pending = deque(missing)
+        inflight: deque[tuple[int, list[asyncio.Future[np.ndarray]]]] = deque()
+        started, rendered = time.monotonic(), 0
+        try:
+            while pending or inflight:
+                queued = sum(len(f) for _, f in inflight)
+                while pending and (
+                    not inflight or queued + len(plan[pending[0]].segments) <= window
+                ):
+                    items = self._items(plan[pending[0]], run.request)
+                    try:
+                        futures = engine.submit(items, slo_scale=JOB_SLO_SCALE) if items else []
+                    except QueueFull as exc:
+                        if inflight:
+                            break
+                        await asyncio.sleep(min(1.0, exc.retry_after_s))
+                        continue
+                    inflight.append((pending.popleft(), futures))
+                    queued += len(futures)
+                index, futures = inflight[0]
+                try:
+                    waves = list(await asyncio.gather(*futures))
+                except Exception as exc:
+                    raise _SegmentFailed(f"chunk {index} could not be rendered: {exc}") from exc
+                inflight.popleft()
+                pcm = _join(waves, int(record.segment_pause_s * record.sample_rate))
+                await self._write(
+                    run, functools.partial(run.store.put_chunk, record.id, index, pcm)
+                )
+                record.chunk_samples[index] = len(pcm) // 2
+                rendered += len(plan[index].segments)
+                record.segments_done = sum(
+                    n
+                    for n, s in zip(record.chunk_segments, record.chunk_samples, strict=True)
+                    if s is not None
+                )
+                rate = rendered / max(1e-3, time.monotonic() - started)
+                record.eta_s = round((record.segments_total - record.segments_done) / rate, 1)
+                await self._save(run)
+                if run.cancelled or await self._write(
+                    run, lambda: run.store.cancel_requested(record.id)
+                ):
+                    raise _Cancelled
+        finally:
+            leftover = [f for _, futures in inflight for f in futures]
+            if leftover:
+                engine.cancel(leftover)
+
+    def _items(self, chunk: ChunkPlan, request: dict[str, Any]) -> list[SynthesisItem]:
+        voices: dict[str, str] = request.get("voices") or {}
+        name = voices.get(chunk.speaker or "", request["voice"])
+        voice = self.speech.resolve_voice(name)
+        seed = int(request["seed"])
+        items = []
+        for offset, text in enumerate(chunk.segments):
+            tokens = self.speech.tokenize(text)
+            if tokens:
+                item_seed = (seed * 1_000_003 + chunk.first_segment + offset) % (1 << 63)
+                items.append(
+                    SynthesisItem(tokens, voice.speaker_index, float(request["speed"]), item_seed)
+                )
+        return items
+
+    async def _save(self, run: _Run) -> None:
+        if not await self._write(run, lambda: run.store.save(run.record)):
+            raise _LostOwnership
+
+    async def _write(self, run: _Run, op: Callable[[], Awaitable[T]]) -> T:
+        """Run a store operation; while Redis is away the job waits (visibly) for it."""
+        while True:
+            try:
+                if self.link is not None and run.epoch != self.link.epoch and run.record.shared:
+                    # Redis restarted: it may have lost the request; put it back first.
+                    assert isinstance(run.store, RedisJobStore)
+                    await run.store.put_request(run.record.id, run.request)
+                    run.epoch = self.link.epoch
+                result = await op()
+                run.record.waiting_for = None
+                return result
+            except RedisDown:
+                if run.record.waiting_for is None:
+                    log.warning("job %s waits for Redis to come back", run.record.id)
+                run.record.waiting_for = "redis"
+                await asyncio.sleep(0.25)
+
+    # ---- taking over jobs of replicas that went away -----------------------------------
+
+    async def _reap(self) -> None:
+        assert self.redis is not None and self.link is not None
+        while True:
+            await asyncio.sleep(self.link.heartbeat_s)
+            if not self.link.up or self.speech.state is not State.READY:
+                continue
+            try:
+                for job_id, owner in await self.redis.orphans():
+                    if job_id not in self._runs:
+                        await self._adopt(job_id, owner)
+            except RedisDown:
+                continue
+            except Exception:
+                log.exception("job reaper failed; retrying")
+
+    async def _adopt(self, job_id: str, owner: str) -> None:
+        assert self.redis is not None
+        if not await self.redis.claim(job_id, owner):
+            return
+        record = await self.redis.load(job_id)
+        request = await self.redis.request(job_id)
+        if record is None or request is None or record.terminal:
+            await self.redis.forget(job_id)
+            return
+        record.owner = self.replica
+        record.resumes += 1
+        if record.resumes > MAX_RESUMES:
+            record.status = "failed"
+            record.finished_at = time.time()
+            record.error = {
+                "code": "abandoned",
+                "message": f"{MAX_RESUMES} replicas stopped while rendering this job",
+            }
+            await self.redis.save(record)
+            return
+        log.warning(
+            "resuming job %s from replica %s (%d/%d chunks done)",
+            job_id,
+            owner or "?",
+            record.chunks_done,
+            len(record.chunk_samples),
+        )
+        if record.status == "running":
+            record.status = "queued"
+        self._launch(record, self.redis, request)
+
+
+def _as_cancelled(record: JobRecord) -> JobRecord:
+    if record.terminal:
+        return record
+    view = JobRecord.from_json(record.to_json())
+    view.status = "cancelled"
+    return view
+
+
+def _join(waves: list[np.ndarray], pause_samples: int) -> bytes:
+    if not waves:
+        return b""
+    pause = np.zeros(pause_samples, dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for index, wave in enumerate(waves):
+        if index:
+            parts.append(pause)
+        parts.append(wave)
+    return to_pcm16(np.concatenate(parts))
+
+
+def _gap(record: JobRecord, index: int) -> int:
+    """Silence (samples) before chunk `index` in the whole audio."""
+    if index == 0:
+        return 0
+    pause = record.turn_pause_s if record.chunk_starts_turn[index] else record.segment_pause_s
+    return int(pause * record.sample_rate)
+
+
+def wav_header(samples: int, rate: int) -> bytes:
+    data = samples * 2
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
+
+
+async def _whole_audio(
+    record: JobRecord, store: JobStore, fmt: AudioFormat
+) -> AsyncIterator[bytes]:
+    rate = record.sample_rate
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for index in range(len(record.chunk_samples)):
+            pcm = await store.chunk(record.id, index)
+            if pcm is None:
+                raise RuntimeError(f"chunk {index} of job {record.id} is missing from the store")
+            yield b"\0\0" * _gap(record, index) + pcm
+
+    if fmt.name in ("wav", "pcm"):
+        if fmt.name == "wav":
+            total = sum(s or 0 for s in record.chunk_samples)
+            total += sum(_gap(record, i) for i in range(len(record.chunk_samples)))
+            yield wav_header(total, rate)
+        async for piece in pieces():
+            yield piece
+        return
+    if fmt.name == "flac":  # FLAC needs its length up front: spool to disk, not memory.
+        with tempfile.TemporaryFile() as spool:
+            with sf.SoundFile(
+                spool, "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16"
+            ) as out:
+                async for piece in pieces():
+                    await asyncio.to_thread(out.write, np.frombuffer(piece, dtype="<i2"))
+            spool.seek(0)
+            while block := await asyncio.to_thread(spool.read, 1 << 16):
+                yield block
+        return
+    encoder = StreamEncoder(fmt, rate)
+    async for piece in pieces():
+        samples = np.frombuffer(piece, dtype="<i2").astype(np.float32) / 32767.0
+        out = await asyncio.to_thread(encoder.feed, samples)
+        if out:
+            yield out
+    tail = encoder.finish()
+    if tail:
+        yield tail
