@@ -295,12 +295,19 @@ class JobService:
                 record.started_at = record.started_at or time.time()
                 await self._save(run)
                 plan = self._plan(run.request)
-                for _ in range(3):
+                for attempt in range(3):
                     missing = await self._write(
                         run, lambda: run.store.missing_chunks(record.id, len(plan))
                     )
                     if not missing:
                         break
+                    if attempt:
+                        log.warning(
+                            "job %s: %d chunks lost from the store (Redis restart?); rendering "
+                            "them again",
+                            record.id,
+                            len(missing),
+                        )
                     for index in missing:  # lost from the store (a Redis restart): render again
                         record.chunk_samples[index] = None
                     await self._render(run, plan, missing)
