@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,17 @@ def operator_config() -> OperatorConfig:
     return TEST_CONFIG
 
 
+async def _until_guard_is_quiet(emulator: km.KubernetesEmulator, timeout: float = 5.0) -> None:
+    """Wait until no memory guard lists pods any more (it does so every 0.2 s while alive)."""
+    lists = emulator[km.action.LIST, km.resource("v1/pods")]
+    deadline = time.monotonic() + timeout
+    seen, quiet_since = len(list(lists)), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.6:
+        await asyncio.sleep(0.1)
+        if (count := len(list(lists))) != seen:
+            seen, quiet_since = count, time.monotonic()
+
+
 @pytest.fixture()
 async def operator(
     emulator: km.KubernetesEmulator, kubeconfig: Path, operator_config: OperatorConfig
@@ -107,7 +119,6 @@ async def operator(
         await eventually(lambda: len(list(watches)) > 0)
         assert list(watches), "kopf never opened a watch on voiceservices"
         yield emulator
-    finally:
         # Delete what the test created first: kopf then stops each object's daemons
         # gracefully, instead of waiting 5 s for "hung" tasks when the operator exits.
         for resource, namespace, name in list(emulator.objects.keys()):
@@ -117,7 +128,8 @@ async def operator(
                 path = f"/apis/{VS_RESOURCE.rsplit('/', 1)[0]}/namespaces/{namespace}/"
                 async with emulator.request("DELETE", f"{path}{naming.PLURAL}/{name}"):
                     pass
-        await asyncio.sleep(0.5)
+        await _until_guard_is_quiet(emulator)
+    finally:
         stop.set()
         await asyncio.to_thread(thread.join, 15)
     assert not thread.is_alive(), "kopf did not stop"
