@@ -123,11 +123,6 @@ class Engine:
             self._schedule(), name="voicefleet-scheduler"
         )
 
-    async def run_in_worker(self, fn: object, *args: object) -> object:
-        """Run a blocking call (warm-up, tuning) on the model's worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
-
     def stop_accepting(self) -> None:
         self._accepting = False
 
