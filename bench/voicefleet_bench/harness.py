@@ -64,6 +64,7 @@ class ServerProcess:
         name: str = "server",
         ready_timeout: float = 300.0,
         log_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.model = str(model)
         self.extra_args = list(extra_args)
@@ -74,6 +75,7 @@ class ServerProcess:
         self.log_path = log_path or OUT_DIR / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self.env = {**_env(), **(env or {})}
 
     @property
     def command(self) -> list[str]:
@@ -87,11 +89,12 @@ class ServerProcess:
         log = self.log_path.open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, env=_env(),
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
         )
         log.close()
         deadline = started + self.ready_timeout
+        server_errors = 0  # 503 means "not ready yet"; repeated 500s mean a broken server
         with httpx.Client(timeout=5.0) as client:
             while True:
                 if self.proc.poll() is not None:
@@ -100,10 +103,17 @@ class ServerProcess:
                         + self.log_tail()
                     )
                 try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        break
+                    status = client.get(f"{self.url}/readyz").status_code
                 except httpx.HTTPError:
-                    pass
+                    status = 0
+                if status == 200:
+                    break
+                server_errors = server_errors + 1 if status >= 500 and status != 503 else 0
+                if server_errors >= 10:
+                    self.stop()
+                    raise RuntimeError(
+                        f"{self.name}: /readyz answers {status} repeatedly:\n{self.log_tail()}"
+                    )
                 if time.perf_counter() > deadline:
                     self.stop()
                     raise TimeoutError(
@@ -152,8 +162,13 @@ def report_ratio(name: str, value: float | None, *, target: str | None = None,
         Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def threads_env(threads: int) -> dict[str, str]:
+    """Environment pinning a server's torch intra-op threads (empty for the default)."""
+    return {"OMP_NUM_THREADS": str(threads)} if threads > 0 else {}
+
+
 def machine() -> dict[str, Any]:
-    """Where a figure was measured."""
+    """Where a figure was measured, and how busy the machine was (1-minute load average)."""
     import platform
 
     cpu = platform.processor()
@@ -164,7 +179,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    try:
+        load_1m: float | None = os.getloadavg()[0]
+    except OSError:
+        load_1m = None
     return {
+        "load_avg_1m": load_1m,
         "host": platform.node(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
