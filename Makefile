@@ -22,7 +22,7 @@ serve:
 
 lint:
 	$(VENV)/ruff check .
-	$(VENV)/mypy voicefleet server/voicefleet_server operator/voicefleet_operator
+	$(VENV)/mypy voicefleet server/voicefleet_server operator/voicefleet_operator bench/voicefleet_bench
 	$(VENV)/lint-imports
 
 ## test: set up, lint, type-check and run the default (fast) test suite
