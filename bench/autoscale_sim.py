@@ -4,8 +4,8 @@
     autoscale_sim.py measure-startup --model /tmp/m --runs 3 --out startup.json
     autoscale_sim.py compare --bench bench.json --startup startup.json --out bench/results/autoscale
 
-`compare` runs every signal over the steady, 10x-spike and diurnal traces (each signal at
-the best of a few targets), then behaviour variants for the default signal, and writes
+`compare` calibrates every signal's target to the same baseline fleet, runs each over the
+steady, 10x-spike and diurnal traces, then behaviour variants for the default signal, and writes
 results.md (tables + provenance), results.json and PNG plots. Bounded: < 2 min on 2 cores.
 """
 
@@ -22,48 +22,12 @@ from typing import Any
 
 from voicefleet_bench.autoscale import capacity as cap_mod
 from voicefleet_bench.autoscale import report, startup, traces
-from voicefleet_bench.autoscale.hpa import Behavior, ScalingPolicy, ScalingRules
+from voicefleet_bench.autoscale.defaults import RECOMMENDED, VARIANTS
 from voicefleet_bench.autoscale.signals import SIGNALS, Signal
 from voicefleet_bench.autoscale.sim import SimConfig, SimResult, simulate
 
 HERE = Path(__file__).resolve().parent
 
-def recommended_behavior() -> Behavior:
-    """What the operator ships (docs/autoscaling.md explains each number)."""
-    return Behavior(
-        scale_up=ScalingRules(
-            0.0, (ScalingPolicy("Percent", 100, 15.0), ScalingPolicy("Pods", 4, 15.0)), "Max"
-        ),
-        scale_down=ScalingRules(300.0, (ScalingPolicy("Percent", 10, 60.0),
-                                        ScalingPolicy("Pods", 1, 60.0)), "Max"),
-    )
-
-def behaviors() -> dict[str, Behavior]:
-    return {
-        "kubernetes default": Behavior(),
-        "recommended": recommended_behavior(),
-        "slow up (1 pod / 60 s)": Behavior(
-            scale_up=ScalingRules(0.0, (ScalingPolicy("Pods", 1, 60.0),), "Max"),
-            scale_down=recommended_behavior().scale_down,
-        ),
-        "up window 60 s": Behavior(
-            scale_up=ScalingRules(60.0, recommended_behavior().scale_up.policies, "Max"),
-            scale_down=recommended_behavior().scale_down,
-        ),
-        "down window 60 s": Behavior(
-            scale_up=recommended_behavior().scale_up,
-            scale_down=replace(recommended_behavior().scale_down, stabilization_window_s=60.0),
-        ),
-    }
-
-# Targets tried per signal; each signal is compared at its best one.
-TARGETS: dict[str, list[float]] = {
-    "inflight": [1.0, 2.0, 4.0],
-    "cpu": [50.0, 70.0, 85.0],
-    "gpu": [50.0, 70.0, 85.0],
-    "queue_depth": [2.0, 4.0, 8.0],
-    "queued_audio": [],  # filled from the measured audio per sentence (same work as above)
-}
 
 def make_traces(args: argparse.Namespace) -> dict[str, traces.Trace]:
     return {
@@ -73,6 +37,7 @@ def make_traces(args: argparse.Namespace) -> dict[str, traces.Trace]:
         "diurnal": traces.diurnal(args.base_load, 0.8, period_s=args.diurnal_h * 3600),
     }
 
+
 def cmd_measure_startup(args: argparse.Namespace) -> int:
     extra = ["--no-autotune"] if args.no_autotune else []
     result = startup.measure(args.model, args.runs, extra)
@@ -81,11 +46,14 @@ def cmd_measure_startup(args: argparse.Namespace) -> int:
     print(json.dumps({k: result[k] for k in ("ready_s", "machine", "load_average_after")}))
     return 0
 
-def pick_target(rows: list[tuple[float, report.Score]]) -> float:
-    """The cheapest target (GPU-minutes) within 2 points of the best SLO share."""
-    best = max(s.slo_share for _, s in rows)
-    good = [(s.gpu_minutes, t) for t, s in rows if s.slo_share >= best - 0.02]
-    return min(good)[1]
+
+def _nice(value: float) -> float:
+    """Two significant digits: targets people can type."""
+    if value <= 0:
+        return 0.1
+    digits = 1 - math.floor(math.log10(value))
+    return round(value, digits)
+
 
 def cmd_compare(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
@@ -96,9 +64,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sentence_s = capacity.audio_s_per_sentence
     per_segment_s = sentence_s / capacity.throughput(1)
     slo_s = args.slo if args.slo else round(max(1.0, args.slo_segments * per_segment_s), 1)
-    targets = dict(TARGETS)
-    # Queued audio-seconds tried at the same amounts of work as the queue-depth targets.
-    targets["queued_audio"] = [round(q * sentence_s, 1) for q in TARGETS["queue_depth"]]
     trace_set = make_traces(args)
     requests = {
         name: traces.generate(tr, sentence_s, capacity.peak_throughput, args.seed)
@@ -106,11 +71,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     }
     base = SimConfig(
         signal=SIGNALS["queued_audio"], capacity=capacity, startup=start,
-        behavior=recommended_behavior(), min_replicas=args.min_replicas,
+        behavior=RECOMMENDED, min_replicas=args.min_replicas,
         max_replicas=args.max_replicas, seed=args.seed,
-        # Start warm and sized for the baseline, so the spike is what the runs measure.
-        initial_replicas=max(args.min_replicas, math.ceil(2 * args.base_load)),
     )
+
+    # 0. Calibration: the fewest fixed pods that keep the baseline within the SLO for
+    # 95 % of requests, and what each signal reads there. A signal's target is that
+    # reading, so every signal holds the same steady-state fleet and the runs below
+    # compare how they react, not how much they over-provision.
+    calib_trace = traces.steady(args.base_load, 1200.0)
+    calib_reqs = traces.generate(calib_trace, sentence_s, capacity.peak_throughput, args.seed)
+    calibration: list[tuple[int, float]] = []
+    pods = max(args.min_replicas, math.ceil(args.base_load))
+    while True:
+        fixed = replace(base, min_replicas=pods, max_replicas=pods, initial_replicas=pods)
+        result = simulate(calib_reqs, calib_trace.duration_s, fixed)
+        share = report.score("calibration", result, slo_s, None).slo_share
+        calibration.append((pods, share))
+        if share >= 0.95 or pods >= 20 * args.base_load:
+            break
+        pods += 1
+    readings: dict[str, float] = {}
+    for name, signal in SIGNALS.items():
+        result = simulate(calib_reqs, calib_trace.duration_s, replace(
+            fixed, signal=signal))
+        values = [v for t, v in zip(result.series["t"], result.series["metric"], strict=True)
+                  if t >= 120.0 and not math.isnan(v)]
+        readings[name] = sum(values) / len(values)
+    calibrated = {name: SIGNALS[name].with_target(_nice(readings[name])) for name in SIGNALS}
+    base = replace(base, initial_replicas=pods)
 
     def run(trace: str, signal: Signal, **changes: Any) -> SimResult:
         cfg = replace(base, signal=signal, **changes)
@@ -119,19 +108,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     def scored(trace: str, label: str, result: SimResult) -> report.Score:
         return report.score(label, result, slo_s, trace_set[trace].spike)
 
-    # 1. Target sweep per signal on the spike trace.
+    # 1. Each signal around its calibrated target (half, calibrated, double) on the spike.
     sweep: dict[str, list[tuple[float, report.Score]]] = {}
-    best: dict[str, Signal] = {}
-    for name, signal in SIGNALS.items():
+    for name, signal in calibrated.items():
         rows = []
-        for target in targets[name]:
+        for factor in (0.5, 1.0, 2.0):
+            target = _nice(signal.target * factor)
             result = run("spike", signal.with_target(target))
             rows.append((target, scored("spike", f"{name}@{target:g}", result)))
         sweep[name] = rows
-        best_target = pick_target(rows)
-        best[name] = signal.with_target(best_target)
+    best = calibrated
 
-    # 2. Every signal at its best target on every trace.
+    report.plot_pareto(
+        {SIGNALS[n].label: rows for n, rows in sweep.items()}, out / "pareto_spike.png",
+        "spike trace: SLO share vs cost, every signal over its targets (labels)",
+    )
+
+    # 2. Every signal at its calibrated target on every trace.
     tables: dict[str, list[tuple[str, report.Score]]] = {}
     for trace_name in trace_set:
         labelled: list[tuple[str, report.Score]] = []
@@ -144,18 +137,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         tables[trace_name] = labelled
         report.plot_runs(
             plotted, slo_s, out / f"signals_{trace_name}.png",
-            f"{trace_set[trace_name].description}; each signal at its best target",
+            f"{trace_set[trace_name].description}; each signal at its calibrated target",
             trace_set[trace_name].spike,
         )
 
-    # 3. Behaviour variants for the default signal on the spike trace.
+    # 3. Behaviour variants for the default signal on the spike and diurnal traces.
     default = best["queued_audio"]
-    behavior_rows = []
+    behavior_rows: dict[str, list[tuple[str, report.Score]]] = {"spike": [], "diurnal": []}
     behavior_plots = []
-    for label, behavior in behaviors().items():
-        result = run("spike", default, behavior=behavior)
-        behavior_rows.append((label, scored("spike", label, result)))
-        behavior_plots.append((label, result))
+    for label, behavior in VARIANTS.items():
+        for trace_name, brows in behavior_rows.items():
+            result = run(trace_name, default, behavior=behavior)
+            brows.append((label, scored(trace_name, label, result)))
+            if trace_name == "spike" and not label.startswith("down"):
+                behavior_plots.append((label, result))
     report.plot_runs(behavior_plots, slo_s, out / "behavior_spike.png",
                      f"queued audio-s @{default.target:g}: HPA behaviour variants",
                      trace_set["spike"].spike)
@@ -176,10 +171,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = run("spike", default, **changes)
         sens_rows.append((label, scored("spike", label, result)))
 
-    # 5. Imbalance at scale: random routing over N pods at ~70 % busy, steady load.
+    # 5. Imbalance at scale: random routing over N pods at the calibrated utilisation.
+    utilisation = args.base_load / calibration[-1][0]
     imbalance = []
-    for load in (3.0, 30.0, 100.0):
-        pods = math.ceil(load / 0.7)
+    for load in (args.base_load, 30.0, 100.0):
+        pods = math.ceil(load / utilisation)
         tr = traces.steady(load, 600.0)
         reqs = traces.generate(tr, sentence_s, capacity.peak_throughput, args.seed)
         result = simulate(reqs, tr.duration_s, replace(
@@ -198,30 +194,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     elapsed = time.monotonic() - t_start
     write_outputs(out, args, capacity, start, slo_s, per_segment_s, trace_set, sweep, tables,
-                  behavior_rows, sens_rows, imbalance, elapsed)
+                  behavior_rows, sens_rows, imbalance, elapsed, calibration, readings)
     print((out / "results.md").read_text())
     print(f"compare finished in {elapsed:.1f} s", file=sys.stderr)
     return 0
 
-def per_pod_imbalance(runs: list[tuple[str, SimResult]]) -> dict[str, float]:
-    """Peak total queue vs pods, as a stand-in until per-pod series are recorded."""
-    stats: dict[str, float] = {}
-    for label, result in runs:
-        peak = max(result.series["queued_audio_s"], default=0.0)
-        stats[label] = peak
-    return stats
 
 def _table_with_targets(rows: list[tuple[float, report.Score]], unit: str) -> str:
     return report.markdown_table([(f"{t:g} {unit}", s) for t, s in rows], first="target")
+
 
 def write_outputs(out: Path, args: argparse.Namespace, capacity: cap_mod.PodCapacity,
                   start: cap_mod.StartupModel, slo_s: float, per_segment_s: float,
                   trace_set: dict[str, traces.Trace],
                   sweep: dict[str, list[tuple[float, report.Score]]],
                   tables: dict[str, list[tuple[str, report.Score]]],
-                  behavior_rows: list[tuple[str, report.Score]],
+                  behavior_rows: dict[str, list[tuple[str, report.Score]]],
                   sens_rows: list[tuple[str, report.Score]],
-                  imbalance: list[dict[str, float]], elapsed: float) -> None:
+                  imbalance: list[dict[str, float]], elapsed: float,
+                  calibration: list[tuple[int, float]], readings: dict[str, float]) -> None:
+    pods, share = calibration[-1]
+    backlog_s = readings["queued_audio"] / capacity.peak_throughput
     lines = [
         "# Autoscaling simulation: which signal, which settings",
         "",
@@ -241,23 +234,45 @@ def write_outputs(out: Path, args: argparse.Namespace, capacity: cap_mod.PodCapa
         " (chart default); metrics-server 15 s for CPU; admission 256 queued segments;"
         " clients retry a 429/503 twice (1 s, 2 s later), as the OpenAI SDK does; the"
         " Service routes uniformly at random over Ready pods.",
-        "- Load unit: one pod's worth = the measured peak throughput of one pod.",
+        "- Load unit: one pod's worth = the measured peak throughput of one pod"
+        f" ({capacity.peak_throughput:.2f} audio-s/s).",
+        "",
+        "## Calibration: equal fleets at the baseline",
+        "",
+        f"The fewest fixed pods that answer {100 * share:.1f} % (>= 95 %) of the baseline"
+        f" ({args.base_load:g} pods' worth) within the SLO: **{pods} pods**"
+        f" ({100 * args.base_load / pods:.0f} % busy). Tried: "
+        + ", ".join(f"{n} pods {100 * v:.1f} %" for n, v in calibration) + ".",
+        "Each signal's target is what it reads on those pods, so all signals hold the same"
+        " fleet at the baseline and the traces compare how they react:",
+        "",
+        "| signal | reading at the calibrated fleet = target |",
+        "|---|---:|",
+        *[f"| {SIGNALS[n].label} | {v:.3g} {SIGNALS[n].unit} (target {_nice(v):g}) |"
+          for n, v in readings.items()],
+        "",
+        f"In seconds of work: queued audio-s / throughput = {readings['queued_audio']:.3g} /"
+        f" {capacity.peak_throughput:.3g} = {backlog_s:.2f} s of backlog per pod.",
         "",
     ]
     for name, tr in trace_set.items():
         lines += [f"## Trace `{name}`: {tr.description}", "",
                   report.markdown_table(tables[name]), f"![{name}](signals_{name}.png)", ""]
-    lines += ["## Target sweep per signal (spike trace)", ""]
+    lines += ["## Targets around the calibrated one (spike trace)", "",
+              "Half, calibrated and double target per signal: SLO share against cost.", "",
+              "![pareto](pareto_spike.png)", ""]
     for name, rows in sweep.items():
         lines += [f"### {SIGNALS[name].label}", "",
                   _table_with_targets(rows, SIGNALS[name].unit), ""]
-    lines += ["## HPA behaviour variants (default signal, spike trace)", "",
-              report.markdown_table(behavior_rows, first="behavior"),
+    lines += ["## HPA behaviour variants (default signal)", "",
+              "Spike trace:", "", report.markdown_table(behavior_rows["spike"], first="behavior"),
+              "Diurnal trace:", "",
+              report.markdown_table(behavior_rows["diurnal"], first="behavior"),
               "![behaviour](behavior_spike.png)", "",
               "## Sensitivity of the default (spike trace)", "",
               report.markdown_table(sens_rows, first="change"), "",
-              "## Per-pod queue imbalance under random routing (steady, fixed pods at ~70 %"
-              " busy)", "",
+              "## Per-pod queue imbalance under random routing (steady, fixed pods at the"
+              f" calibrated {100 * args.base_load / pods:.0f} % busy)", "",
               "| load (pods' worth) | pods | within SLO | p95 TTFA (s) | CV of per-pod"
               " queued audio | busiest pod / mean |",
               "|---:|---:|---:|---:|---:|---:|"]
@@ -273,12 +288,15 @@ def write_outputs(out: Path, args: argparse.Namespace, capacity: cap_mod.PodCapa
         "startup": asdict(start),
         "tables": {k: [asdict(s) for _, s in v] for k, v in tables.items()},
         "sweep": {k: [{"target": t, **asdict(s)} for t, s in v] for k, v in sweep.items()},
-        "behaviors": [asdict(s) for _, s in behavior_rows],
+        "calibration": {"tried": calibration, "readings": readings},
+        "behaviors": {k: [asdict(s) for _, s in v] for k, v in behavior_rows.items()},
+        "recommended_behavior": RECOMMENDED.to_manifest(),
         "sensitivity": [asdict(s) for _, s in sens_rows],
         "imbalance": imbalance,
     }
     text = json.dumps(payload, indent=1, default=lambda o: None if o != o else str(o))
     (out / "results.json").write_text(text.replace("Infinity", "null") + "\n")
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -289,26 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--no-autotune", action="store_true")
     m.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare scaling signals and HPA settings")
-    c.add_argument("--bench", default=str(HERE / "results/autoscale/bench_mms_cpu.json"))
+    c.add_argument("--bench", default=str(HERE / "results/autoscale/bench_tiny_cpu.json"))
     c.add_argument("--startup", default=str(HERE / "results/autoscale/startup_mms_cpu.json"))
     c.add_argument("--out", default=str(HERE / "results/autoscale"))
     c.add_argument("--image-pull", type=float, default=60.0,
                    help="image pull seconds (parameter, not measured; default %(default)s)")
     c.add_argument("--slo", type=float, default=0.0,
                    help="TTFA SLO in s (default: --slo-segments one-sentence service times)")
-    c.add_argument("--slo-segments", type=float, default=5.0)
+    c.add_argument("--slo-segments", type=float, default=10.0)
     c.add_argument("--base-load", type=float, default=3.0, help="pods' worth at baseline")
     c.add_argument("--spike-factor", type=float, default=10.0)
     c.add_argument("--spike-min", type=float, default=10.0)
     c.add_argument("--duration-min", type=float, default=45.0)
     c.add_argument("--diurnal-h", type=float, default=2.0)
     c.add_argument("--min-replicas", type=int, default=2)
-    c.add_argument("--max-replicas", type=int, default=60)
+    c.add_argument("--max-replicas", type=int, default=200)
     c.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     if args.cmd == "measure-startup":
         return cmd_measure_startup(args)
     return cmd_compare(args)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -49,19 +49,28 @@ def bin_health(result: SimResult, slo_s: float, bin_s: float = BIN_S) -> list[tu
     return [(b * bin_s, sum(v) / len(v)) for b, v in sorted(bins.items())]
 
 
+RECOVERY_BIN_S = 60.0
+RECOVERY_HORIZON_S = 600.0
+
+
 def recovery_seconds(
-    result: SimResult, slo_s: float, spike: tuple[float, float], bin_s: float = BIN_S
+    result: SimResult, slo_s: float, spike: tuple[float, float],
+    bin_s: float = RECOVERY_BIN_S,
 ) -> float:
-    """Seconds from the spike's start to the end of the last unhealthy 30-s bin at or
-    after it. A bin is unhealthy when the share of its arrivals answered within the SLO
-    is below 95 %, or 5 points below the pre-spike share if that was lower (random
-    routing alone leaves a tail on a busy pod)."""
-    start, _ = spike
+    """Seconds from the spike's start to the end of the last unhealthy minute between
+    the start and 10 minutes after the spike's end.
+
+    A minute is unhealthy when the share of its arrivals answered within the SLO falls
+    below 95 %, or 10 points below the pre-spike share where that was lower (random
+    routing alone leaves a tail on busy pods; the pre-spike level is the reference).
+    """
+    start, end = spike
     health = bin_health(result, slo_s, bin_s)
     before = [share for t, share in health if t + bin_s <= start and t >= start / 2]
     baseline = sum(before) / len(before) if before else 1.0
-    floor = min(0.95, baseline - 0.05)
-    bad = [t for t, share in health if t + bin_s > start and share < floor]
+    floor = min(0.95, baseline - 0.10)
+    bad = [t for t, share in health
+           if t + bin_s > start and t < end + RECOVERY_HORIZON_S and share < floor]
     if not bad:
         return 0.0
     return max(bad) + bin_s - start
@@ -105,6 +114,33 @@ def markdown_table(rows: Sequence[tuple[str, Score]], first: str = "signal") -> 
         for label, s in rows
     ]
     return head + "\n".join(lines) + "\n"
+
+
+def plot_pareto(
+    points: dict[str, list[tuple[float, Score]]], path: str | Path, title: str
+) -> None:
+    """Share within the SLO against GPU-minutes, one line per signal over its targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=72)
+    for name, rows in points.items():
+        xs = [s.gpu_minutes for _, s in rows]
+        ys = [100 * s.slo_share for _, s in rows]
+        ax.plot(xs, ys, marker="o", lw=1.0, label=name)
+        for (target, _), x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"{target:g}", (x, y), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("GPU-minutes (pods x time, start-up and drain included)")
+    ax.set_ylabel("requests with first audio within SLO (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
 
 
 def plot_runs(
