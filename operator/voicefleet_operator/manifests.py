@@ -21,8 +21,13 @@ GRACE_SLACK_SECONDS = 10
 # Model downloads and warm-up can take minutes: allow 10 minutes before liveness counts.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURES = 60
-# A freshly started pod costs a model load; don't shrink on a short lull.
+# HPA behaviour, from the autoscaling study (docs/autoscaling.md, bench/autoscale_sim.py):
+# scale up at once (no window; double or +4 pods every 15 s, whichever is more: a 10x peak
+# is fully asked for within a minute); a freshly started pod costs a model load, so shrink
+# only after 5 minutes of lower recommendations, then by at most 20 % or 2 pods a minute.
+SCALE_UP_POLICIES = (("Percent", 100, 15), ("Pods", 4, 15))
 SCALE_DOWN_STABILIZATION_SECONDS = 300
+SCALE_DOWN_POLICIES = (("Percent", 20, 60), ("Pods", 2, 60))
 QUEUED_AUDIO_METRIC = "voicefleet_queued_audio_seconds"
 CACHE_DIR = "/cache"
 
@@ -212,6 +217,25 @@ def hpa_metric(spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
+def _policies(policies: tuple[tuple[str, int, int], ...]) -> list[dict[str, Any]]:
+    return [{"type": t, "value": v, "periodSeconds": p} for t, v, p in policies]
+
+
+def hpa_behavior() -> dict[str, Any]:
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": _policies(SCALE_UP_POLICIES),
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": SCALE_DOWN_STABILIZATION_SECONDS,
+            "selectPolicy": "Max",
+            "policies": _policies(SCALE_DOWN_POLICIES),
+        },
+    }
+
+
 def server_hpa(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
@@ -226,9 +250,7 @@ def server_hpa(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any]:
             "minReplicas": spec.autoscaling.min_replicas,
             "maxReplicas": spec.autoscaling.max_replicas,
             "metrics": [hpa_metric(spec)],
-            "behavior": {
-                "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_STABILIZATION_SECONDS},
-            },
+            "behavior": hpa_behavior(),
         },
     }
 

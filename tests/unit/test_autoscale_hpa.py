@@ -184,3 +184,11 @@ def test_behavior_round_trips_through_a_manifest() -> None:
     )
     assert behavior_from_manifest(behavior.to_manifest()) == behavior
     assert behavior_from_manifest({}) == Behavior()
+
+
+def test_operator_hpa_ships_the_recommended_behavior() -> None:
+    from voicefleet_bench.autoscale.defaults import RECOMMENDED
+    from voicefleet_operator import manifests
+
+    assert behavior_from_manifest(manifests.hpa_behavior()) == RECOMMENDED
+    assert manifests.hpa_behavior() == RECOMMENDED.to_manifest()
