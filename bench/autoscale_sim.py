@@ -47,6 +47,13 @@ def cmd_measure_startup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(path: str) -> str:
+    """A path as the results show it: relative to the repository when inside it."""
+    full = Path(path).resolve()
+    root = HERE.parent
+    return str(full.relative_to(root)) if full.is_relative_to(root) else path
+
+
 def _nice(value: float) -> float:
     """Two significant digits: targets people can type."""
     if value <= 0:
@@ -59,8 +66,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    capacity = cap_mod.load_capacity(args.bench)
-    start = cap_mod.load_startup(args.startup, image_pull_s=args.image_pull)
+    capacity = cap_mod.load_capacity(args.bench, _shown(args.bench))
+    start = cap_mod.load_startup(args.startup, image_pull_s=args.image_pull,
+                                 label=_shown(args.startup))
     sentence_s = capacity.audio_s_per_sentence
     per_segment_s = sentence_s / capacity.throughput(1)
     slo_s = args.slo if args.slo else round(max(1.0, args.slo_segments * per_segment_s), 1)
@@ -155,7 +163,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      f"queued audio-s @{default.target:g}: HPA behaviour variants",
                      trace_set["spike"].spike)
 
-    # 4. Sensitivity of the default: start-up time, adapter window, min replicas.
+    # 4. Sensitivity of the default: start-up time, metric pipeline, headroom, admission.
+    headroom = calibration[-1][0] * 3 // 2
     sens_rows = []
     for label, changes in (
         ("as above", {}),
@@ -164,8 +173,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ("adapter window 30 s", {"adapter_window_s": 30.0}),
         ("adapter window 2 min", {"adapter_window_s": 120.0}),
         ("scrape 30 s", {"scrape_s": 30.0}),
-        (f"minReplicas {args.min_replicas + 1}", {"min_replicas": args.min_replicas + 1}),
-        ("maxQueue 32 segments (server default 256)", {"max_queue": 32}),
+        (f"minReplicas {headroom} (1.5 x the baseline fleet)", {"min_replicas": headroom}),
+        ("maxQueue 64 segments (CRD default 512)", {"max_queue": 64}),
+        ("maxQueue 32 segments", {"max_queue": 32}),
         ("no client retries", {"retries": 0}),
     ):
         result = run("spike", default, **changes)
@@ -231,7 +241,8 @@ def write_outputs(out: Path, args: argparse.Namespace, capacity: cap_mod.PodCapa
         " 1 s).",
         f"- HPA: sync 15 s, tolerance 10 %, minReplicas {args.min_replicas}, maxReplicas"
         f" {args.max_replicas}; Prometheus scrape 15 s, adapter `avg_over_time[1m]`"
-        " (chart default); metrics-server 15 s for CPU; admission 256 queued segments;"
+        " (chart default); metrics-server 15 s for CPU; admission 512 queued segments per"
+        " pod (CRD default batching.maxQueue);"
         " clients retry a 429/503 twice (1 s, 2 s later), as the OpenAI SDK does; the"
         " Service routes uniformly at random over Ready pods.",
         "- Load unit: one pod's worth = the measured peak throughput of one pod"

@@ -119,17 +119,17 @@ def capacity_from_bench(report: Mapping[str, Any], source: str = "") -> PodCapac
     return PodCapacity(curve, max_batch, sentence_s, provenance)
 
 
-def load_capacity(path: str | Path) -> PodCapacity:
-    return capacity_from_bench(json.loads(Path(path).read_text()), str(path))
+def load_capacity(path: str | Path, label: str = "") -> PodCapacity:
+    return capacity_from_bench(json.loads(Path(path).read_text()), label or str(path))
 
 
-def load_startup(path: str | Path, image_pull_s: float = 60.0) -> StartupModel:
+def load_startup(path: str | Path, image_pull_s: float = 60.0, label: str = "") -> StartupModel:
     """Read the start-up measurement written by `autoscale_sim.py measure-startup`."""
     raw = json.loads(Path(path).read_text())
     runs = tuple(float(r) for r in raw["ready_s"])
     median = sorted(runs)[len(runs) // 2]
     provenance = (
-        f"{path}: `voicefleet serve` to GET /readyz 200, {len(runs)} runs, median"
+        f"{label or path}: `voicefleet serve` to GET /readyz 200, {len(runs)} runs, median"
         f" {median:.1f} s ({raw.get('model', '?')} on {raw.get('machine', '?')});"
         f" image pull {image_pull_s:g} s is a parameter, not measured"
     )

@@ -32,8 +32,9 @@ from voicefleet_bench.autoscale.hpa import (
 from voicefleet_bench.autoscale.signals import Signal
 from voicefleet_bench.autoscale.traces import Request
 
-# Server defaults (voicefleet serve --max-queue; Engine.segment_slo_s; operator preStop).
-MAX_QUEUE_SEGMENTS = 256
+# What the operator deploys: batching.maxQueue's CRD default (the server's own is 256),
+# Engine.segment_slo_s, the preStop pause.
+MAX_QUEUE_SEGMENTS = 512
 SEGMENT_SLO_S = 0.5
 PRESTOP_S = 5.0
 
