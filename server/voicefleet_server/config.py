@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from voicefleet_server.engine.device import parse_quantity
 
@@ -89,6 +89,28 @@ class ServerSettings(BaseModel):
         0, ge=0, description="requests per second per client (API key or IP); 0 turns limits off"
     )
     rate_limit_burst: int = Field(20, ge=1, description="requests a client may make at once")
+    # ---- hardening (docs/reliability.md) ----
+    api_key: SecretStr | None = Field(
+        None,
+        description="API keys (comma-separated) clients must send as `Authorization: Bearer`; "
+        "none: no auth",
+    )
+    api_key_file: str | None = Field(
+        None, description="file of API keys, one a line (a mounted Secret); re-read when it changes"
+    )
+    batch_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="most seconds one model call may take; its requests then get 504 and a "
+        "fresh worker takes over (0: no deadline)",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="most seconds a client may take to send a request body (408)"
+    )
+    fault_injection: bool = Field(
+        False,
+        description="TEST ONLY: honour X-Voicefleet-Fault request headers; never in production",
+    )
 
     @field_validator("vram_budget")
     @classmethod

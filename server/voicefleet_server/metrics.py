@@ -103,6 +103,16 @@ class Metrics:
             "Batches split after running out of device memory",
             registry=r,
         )
+        self.batch_timeouts = Counter(
+            "voicefleet_batch_timeouts",
+            "Model calls that ran past --batch-timeout-s (their batch failed with 504)",
+            registry=r,
+        )
+        self.stuck_workers = Gauge(
+            "voicefleet_stuck_workers",
+            "Model worker threads abandoned after a batch timeout and still running",
+            registry=r,
+        )
         self.cache_hits = Counter("voicefleet_cache_hits", "Result cache hits", registry=r)
         self.cache_misses = Counter("voicefleet_cache_misses", "Result cache misses", registry=r)
         self.gpu_memory_used = Gauge(

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hardening_figures import pytest_terminal_summary  # noqa: F401  (prints the figures)
 from server_process import ServerProcess, start_server
 
 

@@ -23,6 +23,7 @@ from voicefleet_server.api.schemas import (
     VoiceCard,
     VoiceList,
 )
+from voicefleet_server.engine.faults import FAULT_HEADER
 from voicefleet_server.serving.cache import ResultCache
 from voicefleet_server.serving.jobs import JobService, JobSpec
 from voicefleet_server.serving.ratelimit import RateLimiter, client_identity
@@ -33,10 +34,10 @@ from voicefleet_server.serving.store import JobRecord
 router = APIRouter()
 _STARTED = int(time.time())
 _ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 404, 429, 500, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503, 504)
 }
 _JOB_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 404, 409, 413, 429, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 429, 503)
 }
 
 
@@ -85,6 +86,7 @@ async def create_speech(body: SpeechRequest, service: Service, request: Request)
         speed=body.speed,
         stream_format=body.stream_format,
         seed=body.seed,
+        fault=request.headers.get(FAULT_HEADER) if service.settings.fault_injection else None,
     )
     if body.stream_format is None:
         cache: ResultCache = request.app.state.cache
@@ -124,7 +126,7 @@ async def list_voices(service: Service) -> VoiceList:
 @router.get("/healthz", summary="Liveness: the process serves HTTP and the model has not failed")
 async def healthz(service: Service) -> JSONResponse:
     _, detail = service.readiness()
-    status = 500 if detail["state"] == "failed" else 200
+    status = 200 if service.live() else 500
     return JSONResponse(
         {"status": "ok" if status == 200 else "failed", **detail}, status_code=status
     )

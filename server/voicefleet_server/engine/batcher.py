@@ -5,18 +5,26 @@ run, hands the batch to the worker thread (the event loop never blocks on the mo
 and resolves every future it owns, with audio or with an exception, so no caller is
 left hanging and none receives another's audio. A failing batch is split in halves
 until the faulty item is isolated; an out-of-memory batch is split the same way.
+
+A model call that runs past `batch_timeout_s` fails its batch with `SynthesisTimeout`
+and the engine moves on with a fresh worker thread (a Python thread cannot be killed).
+The stuck thread is a daemon, so it never holds the process open; `stuck_for_s` tells
+the health probe how long it has been stuck, so Kubernetes restarts a pod that hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +34,7 @@ from voicefleet_server.engine.model import (
     SpeechModel,
     SynthesisError,
     SynthesisItem,
+    SynthesisTimeout,
 )
 from voicefleet_server.engine.scheduler import (
     BatchLimits,
@@ -52,6 +61,56 @@ class QueueFull(Exception):
 
 class EngineStopped(Exception):
     """The engine is draining or stopped and takes no new work."""
+
+
+_T = TypeVar("_T")
+_Job = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
+
+
+class _ModelWorker(Generic[_T]):
+    """One daemon thread that runs model calls in order.
+
+    A daemon rather than a ThreadPoolExecutor thread: the interpreter joins executor
+    threads at exit, so one stuck model call would keep a draining pod alive forever.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job[_T] | None] = queue.SimpleQueue()
+        self.busy_since: float | None = None
+        self.abandoned_at: float | None = None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        self._jobs.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        """Exit after the current call (if it ever returns)."""
+        self._jobs.put(None)
+
+    def join(self, timeout: float | None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.busy_since = time.monotonic()
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting side, like an executor
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            finally:
+                self.busy_since = None
 
 
 @dataclass(eq=False)
@@ -102,6 +161,8 @@ class Engine:
     # Deadline slope: segment k of a request is due (k + 1) * slo after its arrival.
     segment_slo_s: float = 0.5
     stats: EngineStats = field(default_factory=EngineStats)
+    # Most seconds one model call may take before its batch fails (0: no deadline).
+    batch_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         self._waiting: dict[int, _Segment] = {}
@@ -114,7 +175,10 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         # One worker per device: the model is not re-entrant, and one stream of batches
         # is what keeps a GPU busy without copying the model.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicefleet-model")
+        self._workers = itertools.count()
+        self._worker = self._new_worker()
+        # Workers given up on after a batch timeout whose call has not returned yet.
+        self._abandoned: list[_ModelWorker[list[np.ndarray | BaseException]]] = []
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -143,7 +207,10 @@ class Engine:
             if not segment.future.done():
                 segment.future.set_exception(EngineStopped("the server is shutting down"))
         self._waiting.clear()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._worker.stop()
+        # Let a running batch finish, but never wait on a call the deadline gave up on.
+        timeout = None if self.batch_timeout_s <= 0 else self.batch_timeout_s
+        await asyncio.to_thread(self._worker.join, timeout)
 
     # ---- admission and submission ----------------------------------------------------
 
@@ -226,10 +293,18 @@ class Engine:
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
         self._running_batch = len(batch)
+        items = [s.item for s in batch]
+        timed_out = False
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._render_isolating, [s.item for s in batch]
-            )
+            job = asyncio.wrap_future(self._worker.submit(lambda: self._render_isolating(items)))
+            if self.batch_timeout_s > 0:
+                try:
+                    results = await asyncio.wait_for(asyncio.shield(job), self.batch_timeout_s)
+                except TimeoutError:
+                    timed_out = True
+                    results = self._give_up_on_worker(job, len(batch))
+            else:
+                results = await job
         finally:
             self._running_batch = 0
         wall = time.monotonic() - started
@@ -248,7 +323,40 @@ class Engine:
             if not segment.future.done():
                 segment.future.set_result(result)
         self.metrics.audio_seconds.inc(audio_s)
-        self.stats.observe(sum(token_counts), audio_s, wall)
+        if not timed_out:
+            self.stats.observe(sum(token_counts), audio_s, wall)
+
+    # ---- batch deadline --------------------------------------------------------------
+
+    def _new_worker(self) -> _ModelWorker[list[np.ndarray | BaseException]]:
+        return _ModelWorker(f"voicefleet-model-{next(self._workers)}")
+
+    def _give_up_on_worker(
+        self, job: asyncio.Future[list[np.ndarray | BaseException]], size: int
+    ) -> list[np.ndarray | BaseException]:
+        """Fail a batch past its deadline and carry on with a fresh worker thread."""
+        log.error(
+            "a batch of %d ran past the %.1fs batch deadline; failing it and starting a "
+            "fresh model worker (the stuck call keeps its thread until it returns)",
+            size,
+            self.batch_timeout_s,
+        )
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # never unretrieved
+        stuck = self._worker
+        stuck.abandoned_at = time.monotonic()
+        stuck.stop()
+        self._abandoned.append(stuck)
+        self._worker = self._new_worker()
+        self.metrics.batch_timeouts.inc()
+        message = f"the model did not finish this batch within {self.batch_timeout_s:g}s"
+        return [SynthesisTimeout(message) for _ in range(size)]
+
+    def stuck_for_s(self) -> float:
+        """How long the longest-stuck abandoned model call has run past its deadline (0: none)."""
+        self._abandoned = [w for w in self._abandoned if w.alive]
+        self.metrics.stuck_workers.set(len(self._abandoned))
+        now = time.monotonic()
+        return max((now - (w.abandoned_at or now) for w in self._abandoned), default=0.0)
 
     def _render_isolating(self, items: list[SynthesisItem]) -> list[np.ndarray | BaseException]:
         """Render a batch on the worker thread; on failure split it to isolate the culprit."""

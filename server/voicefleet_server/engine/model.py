@@ -31,6 +31,8 @@ class SynthesisItem:
     seed: int | None = None
     # Filled in by the model for observability: whether it needed the float32 re-run.
     reran_fp32: bool = field(default=False)
+    # Test-only marker read by `engine.faults` (None unless --fault-injection is on).
+    fault: str | None = field(default=None)
 
 
 class SpeechModel(Protocol):
@@ -66,3 +68,7 @@ class SynthesisError(RuntimeError):
 
 class DeviceOutOfMemory(RuntimeError):
     """The device ran out of memory for this batch; the batcher splits and retries."""
+
+
+class SynthesisTimeout(SynthesisError):
+    """The model call running this item did not return within the batch deadline."""

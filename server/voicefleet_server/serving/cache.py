@@ -62,7 +62,7 @@ class ResultCache:
 
     def key(self, speech: SpeechService, spec: SpeechSpec) -> str | None:
         """The cache key, or None when this request is not cached."""
-        if self.mode == "off" or spec.stream_format is not None:
+        if self.mode == "off" or spec.stream_format is not None or spec.fault is not None:
             return None
         if self.mode == "seeded" and spec.seed is None:
             return None

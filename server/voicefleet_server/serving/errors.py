@@ -59,6 +59,14 @@ class SynthesisFailed(ServingError):
     code = "synthesis_failed"
 
 
+class SynthesisTimedOut(ServingError):
+    """The model call holding this request ran past --batch-timeout-s."""
+
+    status = 504
+    type = "server_error"
+    code = "synthesis_timeout"
+
+
 class InputTooLarge(ServingError):
     status = 413
     code = "input_too_large"

@@ -24,7 +24,7 @@ import numpy as np
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
 from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, resolve_precision
-from voicefleet_server.engine.model import SynthesisItem, Voice
+from voicefleet_server.engine.model import SpeechModel, SynthesisItem, SynthesisTimeout, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
 from voicefleet_server.engine.segmenter import split_segments
 from voicefleet_server.engine.tuning import (
@@ -47,6 +47,7 @@ from voicefleet_server.serving.errors import (
     InvalidInput,
     Overloaded,
     SynthesisFailed,
+    SynthesisTimedOut,
     Unavailable,
     UnknownModel,
     UnknownVoice,
@@ -81,6 +82,8 @@ class SpeechSpec:
     speed: float = 1.0
     stream_format: str | None = None
     seed: int | None = None
+    # Test-only (--fault-injection): the X-Voicefleet-Fault header, see engine/faults.py.
+    fault: str | None = None
 
 
 @dataclass(slots=True)
@@ -166,11 +169,18 @@ class SpeechService:
         self.metrics.max_batch_size.set(max_batch)
         self.metrics.gpu_memory_budget.set(self._budget_bytes)
         self.model = model
+        engine_model: SpeechModel = model
+        if settings.fault_injection:
+            from voicefleet_server.engine.faults import FaultInjectingModel
+
+            log.warning("fault injection is ON: a test-only setting, never for production")
+            engine_model = FaultInjectingModel(model)
         self.engine = Engine(
-            model=model,
+            model=engine_model,
             limits=BatchLimits(max_batch, max_tokens, settings.batch_window_ms / 1000.0),
             max_queue=settings.max_queue,
             metrics=self.metrics,
+            batch_timeout_s=settings.batch_timeout_s,
         )
 
     def begin_drain(self) -> None:
@@ -209,10 +219,22 @@ class SpeechService:
         used = self._memory.used_bytes()
         return None if used == 0 else 100.0 * used / self._budget_bytes
 
+    def worker_stuck_s(self) -> float:
+        """How long a model call abandoned after its batch deadline has been stuck since."""
+        return 0.0 if self.engine is None else self.engine.stuck_for_s()
+
+    def live(self) -> bool:
+        """False once a stuck model call has outlived a second batch deadline: the process
+        cannot free that thread, so the liveness probe asks Kubernetes for a restart."""
+        timeout = self.settings.batch_timeout_s
+        return self.state is not State.FAILED and not (
+            timeout > 0 and self.worker_stuck_s() > timeout
+        )
+
     def readiness(self) -> tuple[bool, dict[str, object]]:
         memory = self.memory_percent()
         over_watermark = memory is not None and memory > self.settings.vram_watermark_percent
-        ready = self.state is State.READY and not over_watermark
+        ready = self.state is State.READY and not over_watermark and self.live()
         detail: dict[str, object] = {"state": self.state.value, "model": self.settings.model}
         if self.failure:
             detail["error"] = self.failure
@@ -222,6 +244,9 @@ class SpeechService:
         if self.engine is not None:
             detail["queue_depth"] = self.engine.queue_depth
             detail["max_batch_size"] = self.engine.limits.max_batch_size
+            stuck = self.worker_stuck_s()
+            if stuck > 0:
+                detail["worker_stuck_s"] = round(stuck, 1)
         return ready, detail
 
     # ---- catalogue -------------------------------------------------------------------
@@ -309,12 +334,15 @@ class SpeechService:
                 f"{self.settings.max_input_chars} (use /v1/audio/jobs for long texts)",
                 param="input",
             )
+        fault = None if spec.fault is None else _parse_fault(spec.fault)
         items = []
         for index, segment in enumerate(split_segments(text)):
             tokens = model.tokenize(segment)
             if tokens:
                 seed = None if spec.seed is None else (spec.seed * 1_000_003 + index) % (1 << 63)
-                items.append(SynthesisItem(tokens, voice.speaker_index, spec.speed, seed))
+                items.append(
+                    SynthesisItem(tokens, voice.speaker_index, spec.speed, seed, fault=fault)
+                )
         if not items:
             raise InvalidInput("input contains nothing this model can pronounce", param="input")
         media_type = "text/event-stream" if spec.stream_format == "sse" else fmt.media_type
@@ -340,6 +368,9 @@ class SpeechService:
         async with self._tracked():
             try:
                 waves = await asyncio.gather(*futures)
+            except SynthesisTimeout as exc:
+                self._abandon(futures)
+                raise SynthesisTimedOut(f"synthesis timed out: {exc}") from exc
             except Exception as exc:
                 self._abandon(futures)
                 raise SynthesisFailed(f"synthesis failed: {exc}") from exc
@@ -445,6 +476,15 @@ class SpeechService:
             self.metrics.inflight_requests.set(self._inflight)
             if self._inflight == 0:
                 self._no_inflight.set()
+
+
+def _parse_fault(value: str) -> str:
+    from voicefleet_server.engine.faults import parse_fault
+
+    try:
+        return parse_fault(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 def _join(waves: Sequence[np.ndarray], rate: int) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""Fault injection through a real server: a model that raises, runs out of memory, returns
+NaN or hangs, on marked requests only (`--fault-injection`, a test-only setting)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hardening_figures import add
+from server_process import ServerProcess, start_server
+
+BATCH_TIMEOUT_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def faulty(
+    tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    server = start_server(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("faults"),
+        "--fault-injection",
+        "--dtype",
+        "bfloat16",  # reduced precision, so a NaN item gets its float32 re-run
+        "--no-autotune",
+        "--max-batch-size",
+        "8",
+        "--batch-window-ms",
+        "250",
+        "--batch-timeout-s",
+        str(BATCH_TIMEOUT_S),
+        "--cache",
+        "off",
+    )
+    yield server
+    server.stop()
+
+
+def post(url: str, text: str, seed: int, fault: str | None = None) -> httpx.Response:
+    body = {
+        "model": "tts-1",
+        "voice": "alloy",
+        "input": text,
+        "response_format": "pcm",
+        "seed": seed,
+    }
+    headers = {"X-Voicefleet-Fault": fault} if fault else {}
+    return httpx.post(f"{url}/v1/audio/speech", json=body, headers=headers, timeout=60)
+
+
+def together(url: str, calls: list[tuple[str, int, str | None]]) -> list[httpx.Response]:
+    """Send calls at the same moment, so they share a batch."""
+    results: list[httpx.Response | None] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def call(index: int) -> None:
+        text, seed, fault = calls[index]
+        barrier.wait()
+        results[index] = post(url, text, seed, fault)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert all(r is not None for r in results), "a request got no answer"
+    return [r for r in results if r is not None]
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
+    mates = [(f"Batch mate number {i} speaks.", 100 + i, None) for i in range(4)]
+    responses = together(faulty.url, [("This one breaks the model.", 1, "raise"), *mates])
+    bad, *good = responses
+    assert bad.status_code == 500, bad.text
+    error = bad.json()["error"]
+    assert error["code"] == "synthesis_failed" and "injected fault" in error["message"]
+    assert [r.status_code for r in good] == [200] * 4
+    # Each mate got its own audio: the same as its solo render.
+    for (text, seed, _), response in zip(mates, good, strict=True):
+        assert post(faulty.url, text, seed).content == response.content
+    add("faults_survived")
+    add("requests_lost", sum(r.status_code not in (200, 500) for r in responses))
+
+
+def test_a_simulated_cuda_oom_splits_the_batch_and_every_request_succeeds(
+    faulty: ServerProcess,
+) -> None:
+    before = metric(faulty.url, "voicefleet_oom_splits_total")
+    for attempt in range(3):  # the burst must land in one batch; on a busy machine, retry
+        mates = [(f"Mate {i} of attempt {attempt}.", 200 + i, None) for i in range(3)]
+        responses = together(faulty.url, [("This one needs memory.", 2, "oom"), *mates])
+        assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+        if metric(faulty.url, "voicefleet_oom_splits_total") > before:
+            break
+    assert metric(faulty.url, "voicefleet_oom_splits_total") > before
+    add("faults_survived")
+
+
+def test_nan_output_is_rerun_in_float32(faulty: ServerProcess) -> None:
+    before = metric(faulty.url, "voicefleet_fp32_reruns_total")
+    response = post(faulty.url, "First sentence. Second sentence.", 3, "nan")
+    assert response.status_code == 200 and len(response.content) > 0
+    assert metric(faulty.url, "voicefleet_fp32_reruns_total") >= before + 2
+    add("faults_survived")
+
+
+def test_a_hang_gets_504_the_worker_recovers_and_liveness_reflects_the_stuck_thread(
+    faulty: ServerProcess,
+) -> None:
+    hang_s = 3 * BATCH_TIMEOUT_S + 1
+    started = time.monotonic()
+    stuck = post(faulty.url, "This one never returns.", 4, f"hang={hang_s}")
+    assert stuck.status_code == 504, stuck.text
+    assert stuck.json()["error"]["code"] == "synthesis_timeout"
+    assert time.monotonic() - started < hang_s
+    # A fresh worker serves the next request while the old thread is still stuck.
+    assert post(faulty.url, "Life goes on.", 5).status_code == 200
+    # Stuck for longer than a second deadline: liveness (and readiness) fail.
+    assert _wait_for(lambda: httpx.get(f"{faulty.url}/healthz").status_code == 500, hang_s)
+    assert httpx.get(f"{faulty.url}/readyz").status_code == 503
+    assert metric(faulty.url, "voicefleet_stuck_workers") == 1
+    # Once the stuck call returns, its thread exits and the pod is healthy again.
+    assert _wait_for(lambda: httpx.get(f"{faulty.url}/healthz").status_code == 200, 30)
+    assert httpx.get(f"{faulty.url}/readyz").status_code == 200
+    assert post(faulty.url, "Healthy again.", 6).status_code == 200
+    add("faults_survived")
+
+
+def test_fault_header_is_ignored_without_the_setting(server: ServerProcess) -> None:
+    response = post(server.url, "Production ignores the header.", 7, "raise")
+    assert response.status_code == 200
+
+
+def test_unknown_fault_is_a_400(faulty: ServerProcess) -> None:
+    response = post(faulty.url, "Hello.", 8, "explode")
+    assert response.status_code == 400 and "unknown fault" in response.json()["error"]["message"]
+
+
+def _wait_for(condition: object, timeout: float) -> bool:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_fault_setting_is_off_by_default(tmp_path: Path) -> None:
+    from voicefleet_server.config import ServerSettings
+
+    assert ServerSettings().fault_injection is False
