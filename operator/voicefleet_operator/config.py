@@ -26,6 +26,10 @@ class OperatorConfig:
     guard_cooldown: float = 300.0
     # A /metrics read slower than this counts as unreachable (and never triggers a restart).
     guard_timeout: float = 2.0
+    # After a reconcile whose API calls kept failing (each call already retried a few times),
+    # kopf re-runs the handler after base, 2x base, 4x base ... seconds, at most max.
+    retry_base_delay: float = 5.0
+    retry_max_delay: float = 120.0
     # kopf lists namespaces and CRDs cluster-wide to follow them appearing. Turn it off where
     # the operator's RBAC is namespace-scoped (or against an API emulator without them).
     cluster_scanning: bool = True
@@ -63,5 +67,7 @@ class OperatorConfig:
             guard_interval=number("VOICEFLEET_GUARD_INTERVAL_SECONDS", default.guard_interval),
             guard_cooldown=number("VOICEFLEET_GUARD_COOLDOWN_SECONDS", default.guard_cooldown),
             guard_timeout=number("VOICEFLEET_GUARD_TIMEOUT_SECONDS", default.guard_timeout),
+            retry_base_delay=number("VOICEFLEET_RETRY_BASE_SECONDS", default.retry_base_delay),
+            retry_max_delay=number("VOICEFLEET_RETRY_MAX_SECONDS", default.retry_max_delay),
             cluster_scanning=flag("VOICEFLEET_CLUSTER_SCANNING", default.cluster_scanning),
         )

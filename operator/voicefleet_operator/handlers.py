@@ -21,6 +21,7 @@ import kopf
 import urllib3
 
 from voicefleet_operator import guard, manifests, naming, scrape, status
+from voicefleet_operator import retry as retry_module
 from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import ApiException, Kube
 from voicefleet_operator.spec import ServiceSpec, SpecError, check_name, parse_spec
@@ -28,7 +29,6 @@ from voicefleet_operator.spec import ServiceSpec, SpecError, check_name, parse_s
 RESOURCE = (naming.GROUP, naming.VERSION, naming.PLURAL)
 # What a failed API call looks like from the official client: an HTTP error or no answer.
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
-RETRY_DELAY = 10
 
 
 @kopf.on.startup()
@@ -167,7 +167,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger | A
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
 async def converge_on_change(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int = 0, **_: Any
 ) -> None:
     result = await reconcile(body, memo, logger)
     if result.spec_error:
@@ -175,7 +175,13 @@ async def converge_on_change(
         logger.error(f"Invalid VoiceService spec: {result.spec_error}")
         kopf.warn(body, reason="InvalidSpec", message=result.spec_error)
     if result.api_error:
-        raise kopf.TemporaryError(result.api_error, delay=RETRY_DELAY)
+        # Each call already retried within itself; back off further across kopf's retries
+        # (the periodic loop keeps converging meanwhile).
+        config: OperatorConfig = memo.config
+        delay = retry_module.handler_delay(
+            retry, base=config.retry_base_delay, cap=config.retry_max_delay
+        )
+        raise kopf.TemporaryError(result.api_error, delay=delay)
 
 
 async def _pause(stopped: kopf.DaemonStopped, seconds: float) -> None:

@@ -3,7 +3,9 @@ transport (auth, TLS, kubeconfig or in-cluster config).
 
 Blocking by design (the official client is synchronous): handlers run these through
 `asyncio.to_thread`. Writes are create or JSON merge patch, never PUT: a merge patch only
-touches the fields we build, so defaults and other controllers' fields survive.
+touches the fields we build, so defaults and other controllers' fields survive. 429 and 5xx
+answers and lost connections are retried with backoff (`retry`); every write is safe to
+repeat (a create whose first answer was lost comes back 409 and is compared instead).
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import kubernetes
+import urllib3
 
 from voicefleet_operator import manifests
+from voicefleet_operator.retry import (
+    DEFAULT_BACKOFF,
+    RETRYABLE_STATUSES,
+    Backoff,
+    jitter,
+    parse_retry_after,
+    retry_delay,
+)
 
 ApiException = kubernetes.client.ApiException
+log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 
 # Kinds the operator writes, and their REST plural.
@@ -51,6 +63,13 @@ def object_path(obj: Mapping[str, Any], *, named: bool = True) -> str:
     )
 
 
+def _api_client(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
+    # urllib3 would otherwise retry some answers on its own (429/503 with Retry-After),
+    # unseen and uncounted; `Kube.request` owns every retry.
+    configuration.retries = urllib3.Retry(total=0)
+    return kubernetes.client.ApiClient(configuration)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What `ensure` did to one child: created, patched (with the drifted paths) or kept."""
@@ -61,8 +80,18 @@ class Outcome:
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.api = api_client
+        self.backoff = backoff
+        self._sleep = sleep
+        # Failed attempts that were retried, and calls that gave up: for logs and tests.
+        self.retried = 0
+        self.gave_up = 0
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -71,13 +100,13 @@ class Kube:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()
-        return cls(kubernetes.client.ApiClient())
+        return cls(_api_client(kubernetes.client.Configuration.get_default_copy()))
 
     @classmethod
-    def for_url(cls, url: str) -> Kube:
+    def for_url(cls, url: str, backoff: Backoff = DEFAULT_BACKOFF) -> Kube:
         """A client for a local API server without auth (tests, `kubectl proxy`)."""
         configuration = kubernetes.client.Configuration(host=url.rstrip("/"))
-        return cls(kubernetes.client.ApiClient(configuration))
+        return cls(_api_client(configuration), backoff)
 
     def request(
         self,
@@ -87,6 +116,41 @@ class Kube:
         *,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        retryable: Collection[int] = RETRYABLE_STATUSES,
+    ) -> dict[str, Any]:
+        """One API call; 429/5xx answers (those in `retryable`) and lost connections are
+        retried with backoff, honouring Retry-After. Raises the last error on giving up."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._request_once(method, path, body, query, content_type)
+            except ApiException as exc:
+                headers = exc.headers or {}
+                status: int | None = exc.status
+                wait = parse_retry_after(headers.get("Retry-After"))
+                error: Exception = exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                status, wait, error = None, None, exc
+            delay = retry_delay(
+                self.backoff, attempt, status, wait, retryable=retryable, rand=jitter()
+            )
+            if delay is None:
+                if status is None or status in retryable:
+                    self.gave_up += 1
+                raise error
+            self.retried += 1
+            log.debug("%s %s failed (%s); retry %d in %.2fs", method, path,
+                      status or error, attempt, delay)
+            self._sleep(delay)
+
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: Mapping[str, str] | None,
+        content_type: str,
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -105,7 +169,9 @@ class Kube:
         response.read()
         text = response.data.decode("utf-8") if response.data else ""
         if not 200 <= response.status <= 299:
-            raise ApiException(status=response.status, reason=response.reason, body=text)
+            error = ApiException(status=response.status, reason=response.reason, body=text)
+            error.headers = response.getheaders()  # case-insensitive
+            raise error
         return json.loads(text) if text else {}
 
     def ensure(self, desired: Mapping[str, Any]) -> Outcome:
@@ -182,7 +248,9 @@ class Kube:
         }
         path = resource_path("v1", "pods", namespace, pod)
         try:
-            self.request("POST", f"{path}/eviction", body)
+            # 429 here is the PodDisruptionBudget saying "not now": an answer, not a fault.
+            self.request("POST", f"{path}/eviction", body,
+                         retryable=RETRYABLE_STATUSES - {429})
             return "evicted"
         except ApiException as exc:
             if exc.status == 429:
@@ -236,4 +304,8 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self.request("POST", object_path(event, named=False), event)
+        try:
+            self.request("POST", object_path(event, named=False), event)
+        except ApiException as exc:
+            if exc.status != 409:  # a retry of a post whose first answer was lost
+                raise

@@ -19,10 +19,32 @@ import kopf
 import kubernetes
 import pytest
 import yaml
-from operator_helpers import NAMESPACE, TEST_CONFIG, VS_RESOURCE, ObjectGetter, eventually
+from operator_helpers import (
+    FIGURES,
+    KOPF_ERROR_BACKOFFS,
+    NAMESPACE,
+    SCENARIOS,
+    TEST_BACKOFF,
+    TEST_CONFIG,
+    VS_RESOURCE,
+    ObjectGetter,
+    eventually,
+)
 from voicefleet_operator import handlers, naming
 from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import Kube
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    """Print the reliability figures the chaos and guard tests recorded (see
+    docs/reliability-operator.md); nothing when none of them ran."""
+    if not FIGURES:
+        return
+    terminalreporter.section("voicefleet operator reliability")
+    for key in sorted(FIGURES):
+        terminalreporter.write_line(f"{key}: {FIGURES[key]}")
+    for scenario in SCENARIOS:
+        terminalreporter.write_line(f"  survived: {scenario}")
 
 
 @pytest.fixture()
@@ -79,61 +101,108 @@ async def _until_guard_is_quiet(emulator: km.KubernetesEmulator, timeout: float 
             seen, quiet_since = count, time.monotonic()
 
 
-@pytest.fixture()
-async def operator(
-    emulator: km.KubernetesEmulator, kubeconfig: Path, operator_config: OperatorConfig
-) -> AsyncIterator[km.KubernetesEmulator]:
-    """The operator running in its own thread until the test ends; yields the emulator."""
-    assert handlers.RESOURCE  # the handlers module is imported: kopf's registry is filled
-    settings = kopf.OperatorSettings()
-    settings.scanning.disabled = True  # the emulator has no Namespace or CRD objects
-    settings.posting.enabled = False  # kopf's events use generateName, unsupported there
-    settings.watching.reconnect_backoff = 0.1
-    settings.queueing.exit_timeout = 0.5  # do not wait for idle per-object workers
-    memo = kopf.Memo(config=operator_config, kube=Kube.for_url(str(emulator.url)))
-    stop = threading.Event()
-    ready = threading.Event()
-    errors: list[BaseException] = []
+class OperatorRun:
+    """One operator instance (our kopf handlers) in its own thread and event loop.
 
-    def run() -> None:
+    Tests that restart the operator start several in turn; each has its own API client, so
+    what one instance retried can be told from another's.
+    """
+
+    def __init__(self, emulator: km.KubernetesEmulator, config: OperatorConfig) -> None:
+        self.emulator = emulator
+        self.kube = Kube.for_url(str(emulator.url), TEST_BACKOFF)
+        settings = kopf.OperatorSettings()
+        settings.scanning.disabled = True  # the emulator has no Namespace or CRD objects
+        settings.posting.enabled = False  # kopf's events use generateName, unsupported there
+        settings.watching.reconnect_backoff = 0.1
+        settings.queueing.exit_timeout = 0.5  # do not wait for idle per-object workers
+        # kopf retries its own failed API calls (5xx, 429) too; short delays for tests.
+        settings.networking.error_backoffs = KOPF_ERROR_BACKOFFS
+        self.settings = settings
+        self.memo = kopf.Memo(config=config, kube=self.kube)
+        self.stop_flag = threading.Event()
+        self.ready = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="kopf-operator", daemon=True)
+
+    def _run(self) -> None:
         try:
             asyncio.run(
                 kopf.operator(
                     registry=kopf.get_default_registry(),
-                    settings=settings,
-                    memo=memo,
+                    settings=self.settings,
+                    memo=self.memo,
                     standalone=True,
                     namespaces=[NAMESPACE],
-                    stop_flag=stop,
-                    ready_flag=ready,
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready,
                 )
             )
         except BaseException as exc:  # surfaced in the test, not lost in the thread
-            errors.append(exc)
+            self.errors.append(exc)
 
-    thread = threading.Thread(target=run, name="kopf-operator", daemon=True)
-    thread.start()
+    async def start(self) -> OperatorRun:
+        watches = self.emulator[km.action.WATCH, km.resource(VS_RESOURCE)]
+        before = len(list(watches))
+        self.thread.start()
+        assert await asyncio.to_thread(self.ready.wait, 10), "kopf did not become ready"
+        await eventually(lambda: len(list(watches)) > before)
+        assert len(list(watches)) > before, "kopf never opened a watch on voiceservices"
+        return self
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, 15)
+        assert not self.thread.is_alive(), "kopf did not stop"
+        assert not self.errors, "".join(traceback.format_exception(self.errors[0]))
+
+
+async def delete_voiceservices(emulator: km.KubernetesEmulator) -> None:
+    """Delete every live VoiceService: kopf then stops each object's daemons gracefully,
+    instead of waiting 5 s for "hung" tasks when the operator exits."""
+    for resource, namespace, name in list(emulator.objects.keys()):
+        if str(resource) == str(km.resource(VS_RESOURCE)) and not emulator.objects[
+            resource, namespace, name
+        ].deleted:
+            path = f"/apis/{VS_RESOURCE.rsplit('/', 1)[0]}/namespaces/{namespace}/"
+            async with emulator.request("DELETE", f"{path}{naming.PLURAL}/{name}"):
+                pass
+
+
+@pytest.fixture()
+async def start_operator(
+    emulator: km.KubernetesEmulator, kubeconfig: Path, operator_config: OperatorConfig
+) -> AsyncIterator[Callable[[], Awaitable[OperatorRun]]]:
+    """Starts operator instances on demand (several in turn for restart tests); whatever is
+    still running at the end is stopped after the test's VoiceServices are deleted."""
+    assert handlers.RESOURCE  # the handlers module is imported: kopf's registry is filled
+    runs: list[OperatorRun] = []
+
+    async def start() -> OperatorRun:
+        run = OperatorRun(emulator, operator_config)
+        runs.append(run)
+        return await run.start()
+
     try:
-        assert await asyncio.to_thread(ready.wait, 10), "kopf did not become ready"
-        watches = emulator[km.action.WATCH, km.resource(VS_RESOURCE)]
-        await eventually(lambda: len(list(watches)) > 0)
-        assert list(watches), "kopf never opened a watch on voiceservices"
-        yield emulator
-        # Delete what the test created first: kopf then stops each object's daemons
-        # gracefully, instead of waiting 5 s for "hung" tasks when the operator exits.
-        for resource, namespace, name in list(emulator.objects.keys()):
-            if str(resource) == str(km.resource(VS_RESOURCE)) and not emulator.objects[
-                resource, namespace, name
-            ].deleted:
-                path = f"/apis/{VS_RESOURCE.rsplit('/', 1)[0]}/namespaces/{namespace}/"
-                async with emulator.request("DELETE", f"{path}{naming.PLURAL}/{name}"):
-                    pass
-        await _until_guard_is_quiet(emulator)
+        yield start
+        if any(run.thread.is_alive() for run in runs):
+            await delete_voiceservices(emulator)
+            await _until_guard_is_quiet(emulator)
     finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
-    assert not thread.is_alive(), "kopf did not stop"
-    assert not errors, "".join(traceback.format_exception(errors[0]))
+        for run in runs:
+            run.stop_flag.set()
+        for run in runs:
+            if run.thread.ident is not None:
+                await run.stop()
+
+
+@pytest.fixture()
+async def operator(
+    start_operator: Callable[[], Awaitable[OperatorRun]], emulator: km.KubernetesEmulator
+) -> km.KubernetesEmulator:
+    """The operator running in its own thread until the test ends; yields the emulator."""
+    await start_operator()
+    return emulator
 
 
 @pytest.fixture()
