@@ -28,9 +28,20 @@ def make_tiny_model_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--speakers", type=int, default=1, help="number of speakers (voices)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--family",
+        choices=("vits", "speecht5"),
+        default="vits",
+        help="vits (default), or speecht5: writes DIR/model, DIR/vocoder and "
+        "DIR/speaker-encoder; serve with --model DIR/model --vocoder DIR/vocoder "
+        "--speaker-encoder DIR/speaker-encoder",
+    )
     args = parser.parse_args(argv)
-    from voicefleet_server.tiny_model import make_tiny_model
+    from voicefleet_server.tiny_model import make_tiny_model, make_tiny_speecht5
 
+    if args.family == "speecht5":
+        print(make_tiny_speecht5(args.directory, seed=args.seed))
+        return 0
     out = make_tiny_model(
         args.directory, num_speakers=args.speakers, size=args.size, seed=args.seed
     )

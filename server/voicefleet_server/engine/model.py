@@ -19,6 +19,8 @@ class Voice:
     id: str
     name: str
     speaker_index: int = 0
+    # Families conditioned on a speaker vector (SpeechT5) carry it here; VITS leaves it None.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -29,6 +31,9 @@ class SynthesisItem:
     speaker_index: int = 0
     speed: float = 1.0
     seed: int | None = None
+    # Per-item speaker vector for families conditioned on one (SpeechT5); None: the
+    # family's built-in voice `speaker_index`.
+    speaker_embedding: np.ndarray | None = None
     # Filled in by the model for observability: whether it needed the float32 re-run.
     reran_fp32: bool = field(default=False)
     # Test-only marker read by `engine.faults` (None unless --fault-injection is on).

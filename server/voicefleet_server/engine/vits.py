@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from voicefleet_server.engine.device import Precision
+from voicefleet_server.engine.guard import guarded_render
+from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem, Voice
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ OPENAI_VOICES = (
     "marin",
     "cedar",
 )
-SILENCE_PEAK = 1e-4
 
 
 def _noise(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -138,54 +139,6 @@ def batched_vits_inference(
     return waveform.squeeze(1).float(), predicted_lengths * hop
 
 
-def masked_hifigan(
-    decoder: Any,  # transformers' VitsHifiGan
-    spectrogram: torch.Tensor,
-    speaker: torch.Tensor | None,
-    frame_lengths: torch.Tensor,
-) -> torch.Tensor:
-    """`VitsHifiGan.forward`, zeroing every activation past each item's length.
-
-    Unmasked, a short item's last ~0.1 s hears its batch mates' padding (each conv's bias
-    and receptive field reach into it); with the mask, every conv sees zeros past the end
-    exactly as the item's solo run does, so batched output equals solo output.
-    """
-    slope = decoder.config.leaky_relu_slope
-    lengths = frame_lengths.view(-1, 1)
-
-    def mask(hidden: torch.Tensor) -> torch.Tensor:
-        scale = hidden.shape[-1] // spectrogram.shape[-1]
-        positions = torch.arange(hidden.shape[-1], device=hidden.device).unsqueeze(0)
-        return hidden * (positions < lengths * scale).unsqueeze(1).to(hidden.dtype)
-
-    hidden = decoder.conv_pre(spectrogram)
-    if speaker is not None:
-        hidden = hidden + decoder.cond(speaker)
-    hidden = mask(hidden)
-    for i, upsample in enumerate(decoder.upsampler):
-        hidden = mask(upsample(torch.nn.functional.leaky_relu(hidden, slope)))
-        blocks = decoder.resblocks[i * decoder.num_kernels : (i + 1) * decoder.num_kernels]
-        hidden = (
-            sum(_masked_resblock(block, hidden, mask) for block in blocks) / decoder.num_kernels
-        )
-    hidden = decoder.conv_post(torch.nn.functional.leaky_relu(hidden))
-    return torch.tanh(mask(hidden))
-
-
-def _masked_resblock(
-    block: Any,  # transformers' HifiGanResidualBlock
-    hidden: torch.Tensor,
-    mask: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    slope = block.leaky_relu_slope
-    for conv1, conv2 in zip(block.convs1, block.convs2, strict=True):
-        residual = hidden
-        hidden = mask(conv1(torch.nn.functional.leaky_relu(hidden, slope)))
-        hidden = mask(conv2(torch.nn.functional.leaky_relu(hidden, slope)))
-        hidden = hidden + residual
-    return hidden
-
-
 class VitsSynthesizer:
     """A loaded VITS checkpoint behind the engine's `SpeechModel` interface."""
 
@@ -228,17 +181,7 @@ class VitsSynthesizer:
         for item in items:
             if item.seed is None:
                 item.seed = random.getrandbits(63)
-        waves = self._run(items, self.precision.autocast)
-        bad = [i for i, w in enumerate(waves) if not _sound(w)]
-        if bad and self.precision.autocast is not None:
-            # Reduced precision overflowed or collapsed for these items: redo them in float32.
-            redone = self._run([items[i] for i in bad], None)
-            for i, wave in zip(bad, redone, strict=True):
-                items[i].reran_fp32 = True
-                waves[i] = wave
-        return [
-            np.clip(np.nan_to_num(w, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0) for w in waves
-        ]
+        return guarded_render(self._run, items, self.precision.autocast)
 
     def _run(
         self, items: Sequence[SynthesisItem], autocast: torch.dtype | None
@@ -262,13 +205,6 @@ class VitsSynthesizer:
         )
         rows = waveform.cpu().numpy()
         return [rows[i, : int(n)].copy() for i, n in enumerate(lengths.tolist())]
-
-
-def _sound(wave: np.ndarray) -> bool:
-    """NaN/inf or an all-silent render are the failure modes of reduced precision."""
-    return (
-        wave.size > 0 and bool(np.isfinite(wave).all()) and float(np.abs(wave).max()) > SILENCE_PEAK
-    )
 
 
 def _voices(config: object) -> list[Voice]:
