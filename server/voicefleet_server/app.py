@@ -23,6 +23,8 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicefleet_server.api.auth import ApiKeyMiddleware, ApiKeys
+from voicefleet_server.api.bodylimit import BodyLimitMiddleware
 from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
@@ -128,6 +130,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(router)
     # Job inputs may be far longer than speech inputs (JSON-escaped, up to 6 bytes a character).
     max_body = max(MAX_BODY_BYTES, settings.job_max_input_chars * 6 + (64 << 10))
+    # Outermost first: count every answer; refuse declared oversized bodies; check the API
+    # key before reading any body; then read the body within size and time limits.
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=max_body, timeout_s=settings.body_timeout_s
+    )
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(api_key, settings.api_key_file))
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, max_body_bytes=max_body)
     return app
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from hardening_figures import pytest_terminal_summary  # noqa: F401  (prints the figures)
+from hardening_support import start_hardened
 from server_process import ServerProcess, start_server
 
 
@@ -32,3 +34,14 @@ def server(
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def hardened(
+    tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, Path]]:
+    """A server with API keys, fault injection and short deadlines (hardening tests);
+    also yields its API key file, which tests may rewrite as a rotated Secret."""
+    proc, key_file = start_hardened(tiny_model_dir, tmp_path_factory.mktemp("hardened"))
+    yield proc, key_file
+    proc.stop()

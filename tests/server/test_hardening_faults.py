@@ -5,39 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from hardening_figures import add
-from server_process import ServerProcess, start_server
+from hardening_support import BATCH_TIMEOUT_S, auth
+from server_process import ServerProcess
 
-BATCH_TIMEOUT_S = 1.5
 
-
-@pytest.fixture(scope="module")
-def faulty(
-    tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    server = start_server(
-        tiny_model_dir,
-        tmp_path_factory.mktemp("faults"),
-        "--fault-injection",
-        "--dtype",
-        "bfloat16",  # reduced precision, so a NaN item gets its float32 re-run
-        "--no-autotune",
-        "--max-batch-size",
-        "8",
-        "--batch-window-ms",
-        "250",
-        "--batch-timeout-s",
-        str(BATCH_TIMEOUT_S),
-        "--cache",
-        "off",
-    )
-    yield server
-    server.stop()
+@pytest.fixture
+def faulty(hardened: tuple[ServerProcess, Path]) -> ServerProcess:
+    return hardened[0]
 
 
 def post(url: str, text: str, seed: int, fault: str | None = None) -> httpx.Response:
@@ -48,7 +27,7 @@ def post(url: str, text: str, seed: int, fault: str | None = None) -> httpx.Resp
         "response_format": "pcm",
         "seed": seed,
     }
-    headers = {"X-Voicefleet-Fault": fault} if fault else {}
+    headers = auth() | ({"X-Voicefleet-Fault": fault} if fault else {})
     return httpx.post(f"{url}/v1/audio/speech", json=body, headers=headers, timeout=60)
 
 
