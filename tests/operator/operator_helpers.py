@@ -129,36 +129,37 @@ class FaultInjector:
         self.emulator = emulator
         self.faults: list[Fault] = []
         self.injected: list[Injected] = []
-        emulator << self._react
 
     def add(self, method: str, path: str, status: int, *, times: int, every: int = 1,
             retry_after: str | None = None) -> Fault:
         fault = Fault(method, path, status, times, every, retry_after)
         self.faults.append(fault)
+        # One reaction per fault: kmock keeps the headers a reaction once answered with.
+        self.emulator << (lambda request: self._react(fault, request))
         return fault
 
     def clear(self) -> None:
-        self.faults.clear()
-
-    def _react(self, request: km.Request) -> km.Response:
         for fault in self.faults:
-            if fault.hits(request):
-                fault.times -= 1
-                self.injected.append(
-                    Injected(request.id, request.method.value.upper(), str(request.url.path),
-                             fault.status)
-                )
-                reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
-                    fault.status, "InternalError")
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                return km.Response(
-                    status=fault.status,
-                    headers=headers,
-                    payload={"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                             "reason": reason, "code": fault.status,
-                             "message": f"injected by the test ({fault.status})"},
-                )
-        raise NotImplementedError  # not injected: the emulator serves it
+            fault.times = 0
+
+    def _react(self, fault: Fault, request: km.Request) -> km.Response:
+        if not fault.hits(request):
+            raise NotImplementedError  # not injected: the next reaction or the emulator
+        fault.times -= 1
+        self.injected.append(
+            Injected(request.id, request.method.value.upper(), str(request.url.path),
+                     fault.status)
+        )
+        reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
+            fault.status, "InternalError")
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+        return km.Response(
+            status=fault.status,
+            headers=headers,
+            payload={"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                     "reason": reason, "code": fault.status,
+                     "message": f"injected by the test ({fault.status})"},
+        )
 
     def unretried(self) -> list[Injected]:
         """Injected errors after which the same method and path never came again and
