@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+from operator_helpers import FIGURES
 from voicefleet_operator import guard
 from voicefleet_operator.guard import GuardState, Policy, Reading, decide
 
 POLICY = Policy(watermark_percent=90, sustain_seconds=30, cooldown_seconds=120)
 GIB = 2**30
+
+pytestmark = pytest.mark.timeout(20)
 
 
 def hot(pod: str) -> Reading:
@@ -123,3 +129,61 @@ def test_metrics_url() -> None:
     assert guard.terminating([pod, terminating]) and not guard.terminating([pod])
     v6 = {**pod, "status": {"phase": "Running", "podIP": "fd00::1"}}
     assert guard.metrics_url(v6, 8000) == "http://[fd00::1]:8123/metrics"
+
+
+# --- Timelines: many random readings-over-time, checked against the guard's promises ----
+
+def _streak_start(history: list[tuple[float, str]]) -> float | None:
+    """When the pod's current run of readable above-watermark readings began."""
+    start = None
+    for t, kind in history:
+        start = (start if start is not None else t) if kind == "hot" else None
+    return start
+
+
+def test_random_timelines_keep_every_promise() -> None:
+    """Seeded random timelines (readings hot, cool or unreadable; pods terminating for a
+    while after each restart): at most one restart at a time, never during another pod's
+    termination, never inside the cool-down, never for a pod whose metrics were unreadable
+    or below the watermark at any point of its last `sustain_seconds`."""
+    rounds = restarts = 0
+    for seed in range(150):
+        rng = random.Random(seed)
+        policy = Policy(watermark_percent=90, sustain_seconds=rng.choice([0, 10, 30]),
+                        cooldown_seconds=rng.choice([0, 30, 120]))
+        pods = {f"p{i}": 0 for i in range(rng.randint(1, 4))}  # name -> generation
+        history: dict[str, list[tuple[float, str]]] = {}
+        terminating_until: float = -1.0
+        last_restart: float | None = None
+        state, now = GuardState(), 0.0
+        for _ in range(120):
+            now += rng.choice([2.0, 5.0, 5.0, 7.0])
+            readings = []
+            for base, generation in pods.items():
+                pod = f"{base}-{generation}"
+                kind = rng.choices(["hot", "cool", "gone"], weights=[8, 2, 1])[0]
+                history.setdefault(pod, []).append((now, kind))
+                readings.append({"hot": hot, "cool": cool,
+                                 "gone": lambda p: Reading(p, None, None)}[kind](pod))
+            in_progress = now < terminating_until
+            state, decision = decide(state, readings, now, policy,
+                                     restart_in_progress=in_progress)
+            rounds += 1
+            if decision.restart is None:
+                continue
+            victim = decision.restart
+            start = _streak_start(history[victim])
+            assert not in_progress, (seed, now)
+            assert last_restart is None or now - last_restart >= policy.cooldown_seconds
+            assert start is not None and now - start >= policy.sustain_seconds, (seed, now)
+            restarts += 1
+            last_restart = now
+            state = guard.restarted(state, victim, now)
+            terminating_until = now + rng.choice([0.0, 4.0, 20.0])
+            base = victim.rsplit("-", 1)[0]
+            pods[base] += 1  # the Deployment replaces it with a new pod
+    assert restarts > 100  # the timelines did exercise restarts
+    FIGURES["guard timeline rounds checked (pure decision)"] += rounds
+    FIGURES["guard restarts in those timelines"] += restarts
+    FIGURES["guard promise violations (two at once, during termination, in cool-down, "
+            "unreadable or unsustained)"] += 0
