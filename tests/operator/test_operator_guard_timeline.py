@@ -38,6 +38,7 @@ class Pod:
     ip: str
     mode: str
     reads: int = 0
+    last_unreadable: float = 0.0
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.reads += 1
@@ -45,6 +46,7 @@ class Pod:
         if mode == "flap":
             mode = "hot" if self.reads % 2 else "error"
         if mode == "error":
+            self.last_unreadable = time.monotonic()
             return web.Response(status=503, text="not ready")
         if mode == "slow":
             await asyncio.sleep(2)
@@ -166,10 +168,10 @@ async def test_unreadable_metrics_never_evict(
 
     # The flapping pod turns steadily hot: now it is evicted, after `sustainSeconds`.
     pods["tts-flap"].mode = "hot"
-    steady = time.monotonic()
     assert await eventually(lambda: evictions.log, timeout=10)
     assert [name for _, name, _ in evictions.log] == ["tts-flap"]
-    assert evictions.log[0][0] - steady >= 1.0
+    # Not before a full `sustainSeconds` of readable, hot readings after the last 503.
+    assert evictions.log[0][0] - pods["tts-flap"].last_unreadable >= 1.0
     FIGURES["guard unreadable metrics reads (refused, 503, timeout, flapping)"] += (
         unreadable_rounds)
     FIGURES["guard evictions while metrics were unreachable"] += 0
