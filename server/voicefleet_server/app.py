@@ -34,6 +34,7 @@ from voicefleet_server.serving.jobs import JobService
 from voicefleet_server.serving.ratelimit import RateLimiter
 from voicefleet_server.serving.redis_link import RedisLink
 from voicefleet_server.serving.speech import SpeechService
+from voicefleet_server.serving.voices import VoiceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ class RequestMetricsMiddleware:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = Metrics()
-    speech = SpeechService(settings, metrics)
     replica = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     link = (
         RedisLink(
@@ -92,6 +92,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if settings.redis_url
         else None
     )
+    speech = SpeechService(settings, metrics, VoiceLibrary(settings, metrics, link))
     jobs = JobService(settings, metrics, speech, link, replica)
 
     @asynccontextmanager
@@ -130,6 +131,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(router)
     # Job inputs may be far longer than speech inputs (JSON-escaped, up to 6 bytes a character).
     max_body = max(MAX_BODY_BYTES, settings.job_max_input_chars * 6 + (64 << 10))
+    # Reference-audio uploads (POST /v1/audio/voices) plus their multipart framing.
+    max_body = max(max_body, settings.voice_max_upload_bytes + (64 << 10))
     # Outermost first: count every answer; refuse declared oversized bodies; check the API
     # key before reading any body; then read the body within size and time limits.
     app.add_middleware(

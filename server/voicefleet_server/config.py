@@ -15,7 +15,8 @@ class ServerSettings(BaseModel):
 
     model: str = Field(
         "facebook/mms-tts-eng",
-        description="VITS checkpoint: a local directory or a Hugging Face model id",
+        description="checkpoint (directory or Hugging Face id): VITS, or SpeechT5 for voices "
+        "from reference audio (see --vocoder, --speaker-encoder)",
     )
     revision: str | None = Field(
         None, description="model revision (branch, tag or commit) on the hub"
@@ -111,6 +112,32 @@ class ServerSettings(BaseModel):
         False,
         description="TEST ONLY: honour X-Voicefleet-Fault request headers; never in production",
     )
+
+    # ---- voices from reference audio (docs/voices.md) ----
+    vocoder: str = Field(
+        "microsoft/speecht5_hifigan",
+        description="SpeechT5 models only: the HiFi-GAN vocoder (directory or model id)",
+    )
+    speaker_encoder: str = Field(
+        "microsoft/wavlm-base-plus-sv",
+        description="SpeechT5 models only: the x-vector speaker encoder for uploaded voices",
+    )
+    voice_max_upload_mb: float = Field(
+        10, gt=0, le=100, description="largest reference-audio upload, in MB"
+    )
+    voice_max_seconds: float = Field(
+        30, gt=0, le=600, description="longest reference-audio upload, in seconds"
+    )
+    voice_ttl_s: int = Field(
+        0, ge=0, description="how long an uploaded voice is kept in Redis (0: until deleted)"
+    )
+    voice_memory_entries: int = Field(
+        1024, ge=1, description="uploaded voices kept in the in-process LRU in front of Redis"
+    )
+
+    @property
+    def voice_max_upload_bytes(self) -> int:
+        return int(self.voice_max_upload_mb * 1_000_000)
 
     @field_validator("vram_budget")
     @classmethod

@@ -130,3 +130,20 @@ class Metrics:
             "Batch-size limit in force (after device tuning)",
             registry=r,
         )
+        self.voice_cache_hits = Counter(
+            "voicefleet_voice_embedding_cache_hits",
+            "Uploaded-voice embeddings found in the cache (in-process LRU or Redis), by tier",
+            ["tier"],
+            registry=r,
+        )
+        self.voice_cache_misses = Counter(
+            "voicefleet_voice_embedding_cache_misses",
+            "Uploaded-voice embeddings not cached: the speaker encoder had to run",
+            registry=r,
+        )
+        self.speaker_encoder_duration = Histogram(
+            "voicefleet_speaker_encoder_seconds",
+            "Wall time of one speaker-encoder run (decode excluded)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )

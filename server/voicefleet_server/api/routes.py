@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +21,7 @@ from voicefleet_server.api.schemas import (
     ModelList,
     SpeechRequest,
     VoiceCard,
+    VoiceDeleted,
     VoiceList,
 )
 from voicefleet_server.engine.faults import FAULT_HEADER
@@ -88,6 +89,7 @@ async def create_speech(body: SpeechRequest, service: Service, request: Request)
         seed=body.seed,
         fault=request.headers.get(FAULT_HEADER) if service.settings.fault_injection else None,
     )
+    await service.ensure_voices(body.voice)
     if body.stream_format is None:
         cache: ResultCache = request.app.state.cache
         audio, media_type = await cache.speak(service, spec)
@@ -117,10 +119,40 @@ async def get_model(model_id: str, service: Service) -> Response | ModelCard:
     "/v1/audio/voices",
     response_model=VoiceList,
     responses=_ERRORS,
-    summary="Voices of the loaded model",
+    summary="Voices of the loaded model, built-in and uploaded",
 )
 async def list_voices(service: Service) -> VoiceList:
-    return VoiceList(data=[VoiceCard.model_validate(v) for v in service.voices()])
+    return VoiceList(data=[VoiceCard.model_validate(v) for v in await service.catalogue()])
+
+
+@router.post(
+    "/v1/audio/voices",
+    response_model=VoiceCard,
+    responses={**_ERRORS, 422: {"model": ErrorResponse}},
+    dependencies=[Limited],
+    summary="Make a voice from reference audio (SpeechT5 models): wav, flac, mp3 or ogg",
+)
+async def upload_voice(
+    service: Service,
+    name: Annotated[str, Form(min_length=1, max_length=128, description="display name")],
+    file: Annotated[UploadFile, File(description="reference audio, up to 30 s / 10 MB")],
+) -> VoiceCard:
+    # Read one byte past the limit so an oversized file is refused without reading it all.
+    data = await file.read(service.settings.voice_max_upload_bytes + 1)
+    return VoiceCard.model_validate(await service.upload_voice(name, data))
+
+
+@router.delete(
+    "/v1/audio/voices/{voice_id}",
+    response_model=VoiceDeleted,
+    responses=_ERRORS,
+    summary="Delete an uploaded voice",
+)
+async def delete_voice(
+    voice_id: Annotated[str, PathParam(min_length=1, max_length=64)], service: Service
+) -> VoiceDeleted:
+    await service.delete_voice(voice_id)
+    return VoiceDeleted(id=voice_id)
 
 
 @router.get("/healthz", summary="Liveness: the process serves HTTP and the model has not failed")

@@ -68,6 +68,17 @@ class VoiceCard(BaseModel):
     aliases: list[str] = Field(
         default_factory=list, description="OpenAI voice names that map to it"
     )
+    type: Literal["builtin", "uploaded"] = Field(
+        "builtin", description="built into the model, or made from uploaded reference audio"
+    )
+    duration: float | None = Field(None, description="uploaded voices: seconds of reference")
+    created_at: int | None = Field(None, description="uploaded voices: unix time of upload")
+
+
+class VoiceDeleted(BaseModel):
+    id: str
+    object: Literal["audio.voice.deleted"] = "audio.voice.deleted"
+    deleted: bool = True
 
 
 class VoiceList(BaseModel):

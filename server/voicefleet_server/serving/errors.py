@@ -92,3 +92,16 @@ class RateLimited(ServingError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InvalidAudio(ServingError):
+    """An uploaded reference clip is not usable audio (unreadable, silent, too long)."""
+
+    status = 422
+    code = "invalid_audio"
+
+
+class VoiceCloningUnsupported(ServingError):
+    """The loaded model family cannot take voices from reference audio."""
+
+    code = "voice_cloning_unsupported"

@@ -148,6 +148,7 @@ class JobService:
                 param="input",
             )
         self.speech.check_target(spec.model, spec.response_format)
+        await self.speech.ensure_voices(spec.voice, *spec.voices.values())
         self.speech.resolve_voice(spec.voice)
         for label, name in spec.voices.items():
             self.speech.resolve_voice(name, param=f"voices.{label}")
@@ -364,6 +365,9 @@ class JobService:
         engine = self.speech.engine
         if engine is None:
             raise EngineStopped("the model is not loaded")
+        # Uploaded voices come from Redis (the job may have been created on another replica).
+        voices: dict[str, str] = run.request.get("voices") or {}
+        await self.speech.ensure_voices(run.request["voice"], *voices.values())
         record = run.record
         window = self.settings.job_window_segments
         pending = deque(missing)
@@ -377,7 +381,13 @@ class JobService:
                 ):
                     items = self._items(plan[pending[0]], run.request)
                     try:
-                        futures = engine.submit(items, slo_scale=JOB_SLO_SCALE) if items else []
+                        futures = (
+                            engine.submit(
+                                items, slo_scale=JOB_SLO_SCALE, group=self.speech.model_family
+                            )
+                            if items
+                            else []
+                        )
                     except QueueFull as exc:
                         if inflight:
                             break
@@ -425,7 +435,13 @@ class JobService:
             if tokens:
                 item_seed = (seed * 1_000_003 + chunk.first_segment + offset) % (1 << 63)
                 items.append(
-                    SynthesisItem(tokens, voice.speaker_index, float(request["speed"]), item_seed)
+                    SynthesisItem(
+                        tokens,
+                        voice.speaker_index,
+                        float(request["speed"]),
+                        item_seed,
+                        speaker_embedding=voice.embedding,
+                    )
                 )
         return items
 

@@ -27,6 +27,8 @@ from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, res
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem, SynthesisTimeout, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
 from voicefleet_server.engine.segmenter import split_segments
+from voicefleet_server.engine.speaker_encoder import SpeakerEncoder
+from voicefleet_server.engine.speecht5 import SpeechT5Synthesizer, is_speecht5
 from voicefleet_server.engine.tuning import (
     cap_cuda_allocator,
     choose_batch_limit,
@@ -52,7 +54,9 @@ from voicefleet_server.serving.errors import (
     UnknownModel,
     UnknownVoice,
     UnsupportedFormat,
+    VoiceCloningUnsupported,
 )
+from voicefleet_server.serving.voices import UploadedVoice, VoiceLibrary, is_voice_id
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +99,16 @@ class _Prepared:
 
 
 class SpeechService:
-    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ServerSettings, metrics: Metrics, voices: VoiceLibrary | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.state = State.LOADING
         self.failure: str | None = None
-        self.model: VitsSynthesizer | None = None
+        self.model: VitsSynthesizer | SpeechT5Synthesizer | None = None
+        # Uploaded voices (SpeechT5 family only: it has a speaker encoder).
+        self.voice_library = voices or VoiceLibrary(settings, metrics, None)
         self.engine: Engine | None = None
         self.batch_measurements: dict[int, float] = {}
         self._memory: GpuMemoryReader | None = None
@@ -143,7 +151,21 @@ class SpeechService:
         device = resolve_device(settings.device)
         precision = resolve_precision(device, settings.dtype)
         self._memory = GpuMemoryReader(device)
-        model = VitsSynthesizer(settings.model, precision, settings.revision)
+        model: VitsSynthesizer | SpeechT5Synthesizer
+        if is_speecht5(settings.model, settings.revision):
+            model = SpeechT5Synthesizer(
+                settings.model, settings.vocoder, precision, settings.revision
+            )
+            encoder = SpeakerEncoder(settings.speaker_encoder, precision)
+            if encoder.embedding_dim != model.embedding_dim:
+                raise ValueError(
+                    f"speaker encoder {settings.speaker_encoder!r} makes "
+                    f"{encoder.embedding_dim}-d embeddings; the model takes {model.embedding_dim}"
+                )
+            encoder.warm_up()
+            self.voice_library.encoder = encoder
+        else:
+            model = VitsSynthesizer(settings.model, precision, settings.revision)
         model.warm_up()
         max_batch = settings.max_batch_size
         max_tokens = _UNBOUNDED_TOKENS
@@ -272,20 +294,80 @@ class SpeechService:
             for voice in model.voices
         ]
 
-    def _require_model(self) -> VitsSynthesizer:
+    @property
+    def model_family(self) -> str:
+        """Batches are formed per family (the engine's `group`)."""
+        return self._require_model().family
+
+    @property
+    def clones_voices(self) -> bool:
+        return self.voice_library.encoder is not None
+
+    async def catalogue(self) -> list[dict[str, object]]:
+        """Built-in voices, then uploaded ones (when this model clones voices)."""
+        listed = [{**v, "type": "builtin"} for v in self.voices()]
+        if self.clones_voices:
+            listed += [self._card(v) for v in await self.voice_library.list()]
+        return listed
+
+    def _card(self, voice: UploadedVoice) -> dict[str, object]:
+        return {
+            "id": voice.id,
+            "name": voice.name,
+            "model": self.model_name,
+            "type": "uploaded",
+            "duration": voice.duration,
+            "created_at": int(voice.created_at),
+        }
+
+    def _require_cloning(self) -> VoiceLibrary:
+        model = self._require_model()
+        if not self.clones_voices:
+            raise VoiceCloningUnsupported(
+                f"the loaded model {model.name!r} ({model.family}) cannot clone voices from "
+                "reference audio; serve a SpeechT5 checkpoint to upload voices"
+            )
+        return self.voice_library
+
+    async def upload_voice(self, name: str, data: bytes) -> dict[str, object]:
+        voice = await self._require_cloning().upload(name, data)
+        return self._card(voice)
+
+    async def delete_voice(self, voice_id: str) -> None:
+        if any(v.id == voice_id for v in self._require_model().voices):
+            raise InvalidInput(f"{voice_id!r} is a built-in voice; it cannot be deleted")
+        await self._require_cloning().delete(voice_id)
+
+    async def ensure_voices(self, *names: str) -> None:
+        """Fetch the uploaded voices among `names` (from Redis) so synthesis finds them."""
+        if self.clones_voices:
+            await self.voice_library.ensure(list(names))
+
+    def _require_model(self) -> VitsSynthesizer | SpeechT5Synthesizer:
         if self.state is State.FAILED:
             raise Unavailable(f"the model failed to load: {self.failure}", retry_after_s=30)
         if self.model is None or self.engine is None:
             raise Unavailable("the model is still loading", retry_after_s=5)
         return self.model
 
-    def _voice(self, model: VitsSynthesizer, name: str) -> Voice:
+    def _voice(self, model: VitsSynthesizer | SpeechT5Synthesizer, name: str) -> Voice:
         for voice in model.voices:
             if voice.id == name:
                 return voice
         index = openai_voice_index(name, len(model.voices))
         if index is not None:
             return model.voices[index]
+        if is_voice_id(name):
+            if not self.clones_voices:
+                raise UnknownVoice(
+                    f"{name!r} is an uploaded voice; the loaded model ({model.family}) "
+                    "cannot use uploaded voices",
+                    param="voice",
+                )
+            uploaded = self.voice_library.cached(name)
+            if uploaded is None:
+                raise UnknownVoice(f"no uploaded voice {name!r} (deleted?)", param="voice")
+            return Voice(uploaded.id, uploaded.name, 0, embedding=uploaded.embedding)
         known = ", ".join([v.id for v in model.voices] + list(OPENAI_VOICES))
         raise UnknownVoice(f"unknown voice {name!r}; this model offers: {known}", param="voice")
 
@@ -341,7 +423,14 @@ class SpeechService:
             if tokens:
                 seed = None if spec.seed is None else (spec.seed * 1_000_003 + index) % (1 << 63)
                 items.append(
-                    SynthesisItem(tokens, voice.speaker_index, spec.speed, seed, fault=fault)
+                    SynthesisItem(
+                        tokens,
+                        voice.speaker_index,
+                        spec.speed,
+                        seed,
+                        speaker_embedding=voice.embedding,
+                        fault=fault,
+                    )
                 )
         if not items:
             raise InvalidInput("input contains nothing this model can pronounce", param="input")
@@ -351,7 +440,7 @@ class SpeechService:
     def _submit(self, prepared: _Prepared) -> list[asyncio.Future[np.ndarray]]:
         assert self.engine is not None
         try:
-            return self.engine.submit(prepared.items)
+            return self.engine.submit(prepared.items, group=self.model_family)
         except QueueFull as exc:
             raise Overloaded(
                 "the server is at capacity; retry after the indicated delay", exc.retry_after_s
