@@ -30,6 +30,11 @@ SCALE_DOWN_STABILIZATION_SECONDS = 300
 SCALE_DOWN_POLICIES = (("Percent", 20, 60), ("Pods", 2, 60))
 QUEUED_AUDIO_METRIC = "voicefleet_queued_audio_seconds"
 CACHE_DIR = "/cache"
+# The API key Secret is mounted as a directory (not subPath), so a rotated key reaches the
+# running pods' file; only the one key is projected, as a fixed file name.
+API_KEY_DIR = "/etc/voicefleet/auth"
+API_KEY_FILE = "api-key"
+API_KEY_VOLUME = "api-key"
 
 
 def _meta(name: str, namespace: str, component: str, owner: str) -> dict[str, Any]:
@@ -77,6 +82,9 @@ def server_env(spec: ServiceSpec, name: str) -> list[dict[str, Any]]:
         )
     elif spec.redis.url:
         env.append({"name": "VOICEFLEET_REDIS_URL", "value": spec.redis.url})
+    if spec.auth is not None:
+        # A path, never the key: the pod spec is readable by far more people than Secrets.
+        env.append({"name": "VOICEFLEET_API_KEY_FILE", "value": f"{API_KEY_DIR}/{API_KEY_FILE}"})
     return env
 
 
@@ -137,12 +145,26 @@ def server_deployment(spec: ServiceSpec, name: str, namespace: str) -> dict[str,
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}]
+    if spec.auth is not None:
+        container["volumeMounts"].append(
+            {"name": API_KEY_VOLUME, "mountPath": API_KEY_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": API_KEY_VOLUME,
+                "secret": {
+                    "secretName": spec.auth.secret,
+                    "items": [{"key": spec.auth.key, "path": API_KEY_FILE}],
+                },
+            }
+        )
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS
         + spec.drain_seconds
         + GRACE_SLACK_SECONDS,
         "containers": [container],
-        "volumes": [{"name": "cache", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)

@@ -99,6 +99,14 @@ class RedisSpec:
 
 
 @dataclass(frozen=True)
+class AuthSpec:
+    """Where the server's API key lives: a key of a Secret in the service's namespace."""
+
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ResourcesSpec:
     gpus: int
     requests: Mapping[str, str]
@@ -118,6 +126,7 @@ class ServiceSpec:
     drain_seconds: int = 30
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
+    auth: AuthSpec | None = None
 
 
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -231,6 +240,32 @@ def _redis(raw: Mapping[str, Any]) -> RedisSpec:
     return RedisSpec(enabled=enabled, url=url if enabled else None)
 
 
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+DEFAULT_API_KEY_KEY = "api-key"
+
+
+def _auth(raw: Mapping[str, Any]) -> AuthSpec | None:
+    auth = _section(raw, "auth")
+    ref = auth.get("apiKeySecretRef")
+    if ref is None:
+        return None
+    if not isinstance(ref, Mapping):
+        raise SpecError(f"spec.auth.apiKeySecretRef must be an object, got {ref!r}")
+    name = _str(ref, "name", "spec.auth.apiKeySecretRef")
+    if name is None or len(name) > 253 or not _SECRET_NAME.match(name):
+        raise SpecError(
+            f"spec.auth.apiKeySecretRef.name must name a Secret (a DNS subdomain), got {name!r}"
+        )
+    key = _str(ref, "key", "spec.auth.apiKeySecretRef") or DEFAULT_API_KEY_KEY
+    if len(key) > 253 or not _SECRET_KEY.match(key):
+        raise SpecError(
+            f"spec.auth.apiKeySecretRef.key may hold only letters, digits, '-', '_' and '.',"
+            f" got {key!r}"
+        )
+    return AuthSpec(secret=name, key=key)
+
+
 def _resources(raw: Mapping[str, Any]) -> ResourcesSpec:
     resources = _section(raw, "resources")
     requests = _string_map(resources.get("requests"), "spec.resources.requests")
@@ -286,4 +321,5 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ServiceSpec:
         drain_seconds=_int(raw, "drainSeconds", "spec", 30, 0, 3600),
         node_selector=_string_map(raw.get("nodeSelector"), "spec.nodeSelector"),
         tolerations=_tolerations(raw),
+        auth=_auth(raw),
     )

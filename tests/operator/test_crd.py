@@ -95,6 +95,8 @@ def test_examples_validate_and_parse(schema: dict[str, Any], path: Path) -> None
         (("autoscaling", "metric"), "requests"),
         (("redis", "url"), "http://redis"),
         (("resources", "gpus"), -1),
+        (("auth", "apiKeySecretRef"), {"key": "k"}),
+        (("auth", "apiKeySecretRef"), {"name": "Bad_Name"}),
     ],
 )
 def test_schema_rejects(schema: dict[str, Any], field: tuple[str, str], value: Any) -> None:

@@ -213,6 +213,7 @@ def test_children_follow_redis_mode() -> None:
             "tolerations": [{"key": "k", "operator": "Equal", "value": "v", "effect": "NoExecute",
                              "tolerationSeconds": 30}],
             "resources": {"requests": {"cpu": "500m", "memory": "4Gi"}},
+            "auth": {"apiKeySecretRef": {"name": "tts-keys", "key": "key"}},
         },
     ],
 )
@@ -239,3 +240,25 @@ def test_drift_compares_only_what_we_build() -> None:
     live["spec"]["ports"].append({"port": 81})
     assert manifests.drift(desired, live) == [".spec.ports"]
     assert manifests.drift(desired, {}) == [".spec"]
+
+
+def test_api_key_secret_is_mounted_and_pointed_at() -> None:
+    plain = manifests.server_deployment(make(), "tts", "ns")
+    assert "VOICEFLEET_API_KEY_FILE" not in env_of(plain)
+    assert "VOICEFLEET_API_KEY" not in env_of(plain)
+
+    spec = make(auth={"apiKeySecretRef": {"name": "tts-keys", "key": "openai"}})
+    deployment = manifests.server_deployment(spec, "tts", "ns")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = env_of(deployment)
+    assert env["VOICEFLEET_API_KEY_FILE"] == "/etc/voicefleet/auth/api-key"
+    # The key itself never appears in the pod spec, as a value or as a secretKeyRef env.
+    assert "VOICEFLEET_API_KEY" not in env
+    assert {"name": "api-key", "mountPath": "/etc/voicefleet/auth", "readOnly": True} in (
+        container["volumeMounts"])
+    assert {"name": "api-key", "secret": {
+        "secretName": "tts-keys", "items": [{"key": "openai", "path": "api-key"}]}} in (
+        pod["volumes"])
+    # Turning auth off again removes both (lists are replaced whole by the merge patch).
+    assert manifests.drift(plain, deployment)

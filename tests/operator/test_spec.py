@@ -75,6 +75,12 @@ def test_parse_quantity_rejects(value: object) -> None:
         ({"model": {"variant": "m"}, "redis": {"url": "http://x"}}, "redis://"),
         ({"model": {"variant": "m"}, "resources": {"gpus": -1}}, "gpus must be between"),
         ({"model": {"variant": "m"}, "batching": "fast"}, "spec.batching must be an object"),
+        ({"model": {"variant": "m"}, "auth": {"apiKeySecretRef": "keys"}}, "must be an object"),
+        ({"model": {"variant": "m"}, "auth": {"apiKeySecretRef": {}}}, "must name a Secret"),
+        ({"model": {"variant": "m"}, "auth": {"apiKeySecretRef": {"name": "Keys!"}}},
+         "must name a Secret"),
+        ({"model": {"variant": "m"}, "auth": {"apiKeySecretRef": {"name": "k", "key": "a/b"}}},
+         "may hold only"),
     ],
 )
 def test_invalid_specs_say_what_to_fix(raw: dict[str, object], message: str) -> None:
@@ -107,3 +113,18 @@ def test_long_names_are_rejected() -> None:
     check_name("a" * 57)
     with pytest.raises(SpecError, match="at most 57"):
         check_name("a" * 58)
+
+
+def test_api_key_secret_ref() -> None:
+    assert parse_spec({"model": {"variant": "m"}}, default_image=IMAGE).auth is None
+    assert parse_spec({"model": {"variant": "m"}, "auth": {}}, default_image=IMAGE).auth is None
+    spec = parse_spec({"model": {"variant": "m"}, "auth": {"apiKeySecretRef": {"name": "keys"}}},
+                      default_image=IMAGE)
+    assert spec.auth is not None and (spec.auth.secret, spec.auth.key) == ("keys", "api-key")
+    spec = parse_spec(
+        {"model": {"variant": "m"},
+         "auth": {"apiKeySecretRef": {"name": "tts.keys", "key": "openai_key"}}},
+        default_image=IMAGE,
+    )
+    assert spec.auth is not None and (spec.auth.secret, spec.auth.key) == ("tts.keys",
+                                                                            "openai_key")
