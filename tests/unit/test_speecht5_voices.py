@@ -1,0 +1,126 @@
+"""The voice library without Redis: upload validation, content-hash ids, one encoder run
+per clip (even for concurrent uploads), listing and deletion. A counting fake stands in
+for the speaker encoder; the real one is covered in test_speecht5.py and end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import pytest
+import soundfile
+from voicefleet_server.config import ServerSettings
+from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving.errors import InputTooLarge, InvalidAudio, NotFound
+from voicefleet_server.serving.voices import (
+    UploadedVoice,
+    VoiceLibrary,
+    decode_reference,
+    resample,
+)
+
+
+def encoded(seconds: float, rate: int = 16000, fmt: str = "WAV", channels: int = 1) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.4 * np.sin(2 * np.pi * 220 * t)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    out = io.BytesIO()
+    subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": None}[fmt]
+    soundfile.write(out, data.astype(np.float32), rate, format=fmt, subtype=subtype)
+    return out.getvalue()
+
+
+class FakeEncoder:
+    sampling_rate = 16000
+    embedding_dim = 4
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.lengths: list[int] = []
+
+    def embed(self, waveform: np.ndarray) -> np.ndarray:
+        self.runs += 1
+        self.lengths.append(len(waveform))
+        time.sleep(0.05)  # long enough for concurrent uploads to overlap
+        return np.array([1, 0, 0, 0], np.float32)
+
+
+@pytest.fixture
+def library() -> tuple[VoiceLibrary, FakeEncoder]:
+    settings = ServerSettings(voice_max_upload_mb=1, voice_max_seconds=5)
+    lib = VoiceLibrary(settings, Metrics(), None)
+    fake = FakeEncoder()
+    lib.encoder = fake  # type: ignore[assignment]
+    return lib, fake
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_decodes_the_accepted_formats_to_mono(fmt: str) -> None:
+    samples, rate = decode_reference(encoded(1.0, 44100, fmt, channels=2), max_seconds=5)
+    assert rate == 44100 and samples.ndim == 1
+    assert abs(len(samples) / rate - 1.0) < 0.1
+    assert len(resample(samples, rate, 16000)) == pytest.approx(len(samples) * 16000 / 44100, 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"RIFF but not really a wav file at all", "not readable audio"),
+        (encoded(6.0), "the limit is 5 s"),
+        (encoded(0.1), "at least 0.5 s"),
+    ],
+)
+def test_refuses_unusable_clips(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidAudio, match=message) as caught:
+        decode_reference(data, max_seconds=5)
+    assert caught.value.status == 422
+
+
+def test_refuses_silence() -> None:
+    out = io.BytesIO()
+    soundfile.write(out, np.zeros(16000, np.float32), 16000, format="WAV")
+    with pytest.raises(InvalidAudio, match="silent"):
+        decode_reference(out.getvalue(), max_seconds=5)
+
+
+def test_same_clip_same_id_one_encoder_run(library: tuple[VoiceLibrary, FakeEncoder]) -> None:
+    lib, fake = library
+
+    async def scenario() -> list[UploadedVoice]:
+        data = encoded(1.0, 22050)
+        together = await asyncio.gather(*(lib.upload("a", data) for _ in range(3)))
+        again = await lib.upload("b", encoded(1.0, 22050))
+        return [*together, again]
+
+    voices = asyncio.run(scenario())
+    assert len({v.id for v in voices}) == 1 and voices[0].id.startswith("voice_")
+    assert fake.runs == 1
+    assert fake.lengths == [16000]  # resampled to the encoder's rate
+    assert voices[-1].name == "a"  # the first upload's name stays
+
+
+def test_list_and_delete_in_process(library: tuple[VoiceLibrary, FakeEncoder]) -> None:
+    lib, _ = library
+
+    async def scenario() -> None:
+        made = await lib.upload("x", encoded(1.0))
+        assert [v.id for v in await lib.list()] == [made.id]
+        assert lib.cached(made.id) is made
+        await lib.delete(made.id)
+        assert await lib.list() == [] and await lib.get(made.id) is None
+        with pytest.raises(NotFound):
+            await lib.delete(made.id)
+        with pytest.raises(InputTooLarge):
+            await lib.upload("big", bytes(1_000_001))
+
+    asyncio.run(scenario())
+
+
+def test_records_round_trip_through_json() -> None:
+    voice = UploadedVoice("voice_x", "n", 1.5, np.arange(4, dtype=np.float32), 12.0)
+    back = UploadedVoice.from_json(voice.to_json())
+    assert (back.id, back.name, back.duration, back.created_at) == ("voice_x", "n", 1.5, 12.0)
+    np.testing.assert_array_equal(back.embedding, voice.embedding)
