@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
     if memo.get("kube") is None:
         memo.kube = await asyncio.to_thread(Kube.from_environment)
+    # Shared by reference with every object's copy of the memo: see `end_loops`.
+    memo.exiting = threading.Event()
+
+
+@kopf.on.cleanup()
+async def end_loops(memo: kopf.Memo, **_: Any) -> None:
+    """A daemon kopf spawns while it is already stopping (an event processed late) never
+    gets its stop signal and would hold the exit for kopf's 5 s hung-task timeout; every
+    loop also watches this operator-wide flag."""
+    exiting: threading.Event | None = memo.get("exiting")
+    if exiting is not None:
+        exiting.set()
+
+
+def _running(stopped: kopf.DaemonStopped, memo: kopf.Memo) -> bool:
+    exiting: threading.Event | None = memo.get("exiting")
+    return not stopped and not (exiting is not None and exiting.is_set())
 
 
 @dataclass
@@ -184,7 +202,7 @@ async def converge_on_change(
         raise kopf.TemporaryError(result.api_error, delay=delay)
 
 
-async def _pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
+async def _pause(stopped: kopf.DaemonStopped, memo: kopf.Memo, seconds: float) -> None:
     """Sleep up to `seconds`, waking within a fraction of a second once stopped.
 
     Plain sleeps rather than `stopped.wait(t)`: that spawns a helper task which, when kopf
@@ -192,7 +210,7 @@ async def _pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while not stopped and (left := deadline - loop.time()) > 0:
+    while _running(stopped, memo) and (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.25))
 
 
@@ -202,9 +220,9 @@ async def converge_periodically(
     **_: Any,
 ) -> None:
     """Recreates deleted children, reverts hand edits, keeps replica counts in status."""
-    while not stopped:
-        await _pause(stopped, memo.config.reconcile_interval)
-        if stopped:
+    while _running(stopped, memo):
+        await _pause(stopped, memo, memo.config.reconcile_interval)
+        if not _running(stopped, memo):
             break
         result = await reconcile(body, memo, logger)
         if result.api_error:
@@ -292,9 +310,9 @@ async def memory_guard(
     # Resume the cool-down across operator restarts from what status remembers.
     state = guard.GuardState(last_restart=_last_restart(body.get("status") or {}))
     async with aiohttp.ClientSession() as session:
-        while not stopped:
+        while _running(stopped, memo):
             try:
                 state = await guard_round(state, body, memo, session, logger)
             except API_ERRORS as exc:
                 logger.warning(f"Memory guard round failed: {_api_error(exc)}")
-            await _pause(stopped, memo.config.guard_interval)
+            await _pause(stopped, memo, memo.config.guard_interval)

@@ -205,9 +205,6 @@ async def test_restarting_a_converged_operator_writes_nothing(
     first = await start_operator()
     await api("POST", VS_PATH, voiceservice())
     await converged(get_object, "tts")
-    # Let kopf finish its own bookkeeping of the create (it respawns daemons after it;
-    # a stop in the middle costs kopf's 5 s wait for them, though nothing breaks).
-    await asyncio.sleep(0.5)
     await first.stop()
     mark = max(r.id for r in emulator)
     await start_operator()
