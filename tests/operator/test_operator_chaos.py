@@ -16,7 +16,6 @@ from typing import Any
 
 import kmock as km
 import pytest
-from conftest import OperatorRun
 from operator_helpers import (
     FIGURES,
     NAMESPACE,
@@ -35,7 +34,8 @@ VS_PATH = f"/apis/voicefleet.dev/v1alpha1/namespaces/{NAMESPACE}/voiceservices"
 MERGE = "application/merge-patch+json"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 Api = Callable[..., Awaitable[Any]]
-Start = Callable[[], Awaitable[OperatorRun]]
+# Starts an operator instance (conftest's OperatorRun: .kube, .stop()).
+Start = Callable[[], Awaitable[Any]]
 
 
 def children(name: str) -> list[tuple[str, str]]:
