@@ -24,6 +24,8 @@ def test_environment_overrides() -> None:
             "VOICEFLEET_GUARD_COOLDOWN_SECONDS": "600",
             "VOICEFLEET_GUARD_TIMEOUT_SECONDS": "1",
             "VOICEFLEET_CLUSTER_SCANNING": "off",
+            "VOICEFLEET_RETRY_BASE_SECONDS": "2",
+            "VOICEFLEET_RETRY_MAX_SECONDS": "30",
         }
     )
     assert config == OperatorConfig(
@@ -34,6 +36,8 @@ def test_environment_overrides() -> None:
         guard_cooldown=600,
         guard_timeout=1,
         cluster_scanning=False,
+        retry_base_delay=2,
+        retry_max_delay=30,
     )
 
 

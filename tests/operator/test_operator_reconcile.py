@@ -166,9 +166,18 @@ async def test_invalid_spec_degrades_without_crashing(
 async def test_external_redis_creates_no_redis(
     operator: km.KubernetesEmulator, api: Api, get_object: ObjectGetter
 ) -> None:
-    await api("POST", VS_PATH, voiceservice(redis={"url": "redis://shared:6379/1"}))
+    await api("POST", VS_PATH, voiceservice(redis={"url": "redis://shared:6379/1"},
+                                            auth={"apiKeySecretRef": {"name": "tts-keys"}}))
     deployment = await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
     assert env(deployment)["VOICEFLEET_REDIS_URL"] == "redis://shared:6379/1"
+    # The API key Secret is mounted, never read or copied by the operator.
+    assert env(deployment)["VOICEFLEET_API_KEY_FILE"] == "/etc/voicefleet/auth/api-key"
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "api-key", "secret": {"secretName": "tts-keys",
+                                          "items": [{"key": "api-key", "path": "api-key"}]}
+            } in volumes
+    assert not [r for r in operator if r.resource is not None
+                and r.resource.plural == "secrets" and r.method == "GET"]
     await eventually(lambda: get_object("policy/v1/poddisruptionbudgets", "tts"))
     assert (DEPLOYMENTS, NAMESPACE, "tts-redis") not in operator.objects
     assert ("v1/secrets", NAMESPACE, "tts-redis") not in operator.objects
