@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -186,7 +187,17 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+# oneDNN (torch's CPU kernels, bf16 above all) caches a compiled primitive per input shape,
+# 1024 of them by default, ~0.7 MB each with VITS. TTS shapes vary with every batch, so
+# the cache mostly holds one-off shapes: measured, it grew RSS by ~700 MB over a few
+# overload bursts of the tiny model (docs/reliability.md). 64 keeps it flat.
+ONEDNN_PRIMITIVE_CACHE_CAPACITY = "64"
+
+
 def run(settings: ServerSettings) -> None:
+    # Before the first kernel runs (the model loads in the lifespan); an operator's own
+    # value in the environment wins.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_PRIMITIVE_CACHE_CAPACITY)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
