@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--json", help="write the ratio and details here")
     args = parser.parse_args()
+    harness.line_buffered_stdout()
 
     model_dir = args.model or str(harness.ensure_model("mms"))
     fp32 = rawmodel.load(model_dir, threads=args.threads or None)

@@ -95,6 +95,7 @@ def main() -> int:
                         help="server torch threads (OMP_NUM_THREADS; default: torch's default)")
     parser.add_argument("--json", help="write the ratio and details here")
     args = parser.parse_args()
+    harness.line_buffered_stdout()
 
     model_dir = args.model or str(harness.ensure_model(args.size))
     rng = random.Random(3)

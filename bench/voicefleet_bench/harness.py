@@ -162,6 +162,14 @@ def report_ratio(name: str, value: float | None, *, target: str | None = None,
         Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def line_buffered_stdout() -> None:
+    """Print each line as it comes, also into a file or pipe: a long run stopped half-way
+    still leaves its finished rounds in the log."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+
+
 def threads_env(threads: int) -> dict[str, str]:
     """Environment pinning a server's torch intra-op threads (empty for the default)."""
     return {"OMP_NUM_THREADS": str(threads)} if threads > 0 else {}
