@@ -9,7 +9,7 @@ from server_process import ServerProcess, start_server
 
 INLINE_KEYS = ("vf-test-inline-key-0123456789", "vf-test-second-key-abcdef")
 FILE_KEY = "vf-test-file-key-secret-9876"
-BATCH_TIMEOUT_S = 1.5
+BATCH_TIMEOUT_S = 2.5
 BODY_TIMEOUT_S = 2.0
 
 

@@ -25,7 +25,8 @@ class ToneModel:
     voices: Sequence[Voice] = (Voice("default", "default"),)
     device = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
         self.gate = threading.Event()
         self.gate.set()
         self.batches: list[list[int]] = []
@@ -39,6 +40,7 @@ class ToneModel:
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         self.gate.wait()
+        time.sleep(self.delay_s)
         self.batches.append([item.token_ids[0] for item in items])
         waves = self._run(items, "reduced")
         bad = [i for i, w in enumerate(waves) if not np.isfinite(w).all()]
@@ -86,6 +88,19 @@ async def test_a_batch_past_its_deadline_fails_and_a_fresh_worker_takes_over() -
     while engine.stuck_for_s() > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert engine.stuck_for_s() == 0
+    await engine.close()
+
+
+async def test_the_deadline_is_per_model_call_not_per_split_and_retry() -> None:
+    # Isolating a failing item takes several calls; each fits the deadline, their sum not.
+    model = ToneModel(delay_s=0.15)
+    engine = engine_for(FaultInjectingModel(model), batch_timeout_s=0.4)  # type: ignore[arg-type]
+    engine.start()
+    futures = [engine.submit([item(i, "raise" if i == 1 else None)])[0] for i in range(1, 9)]
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 20)
+    assert len(model.batches) * 0.15 > 0.4
+    assert [isinstance(r, Exception) for r in results] == [True] + [False] * 7
+    assert not isinstance(results[0], SynthesisTimeout)
     await engine.close()
 
 

@@ -6,8 +6,9 @@ and resolves every future it owns, with audio or with an exception, so no caller
 left hanging and none receives another's audio. A failing batch is split in halves
 until the faulty item is isolated; an out-of-memory batch is split the same way.
 
-A model call that runs past `batch_timeout_s` fails its batch with `SynthesisTimeout`
-and the engine moves on with a fresh worker thread (a Python thread cannot be killed).
+A model call that runs past `batch_timeout_s` (each call of a split-and-retry has its own
+deadline) fails its batch with `SynthesisTimeout` and the engine moves on with a fresh
+worker thread (a Python thread cannot be killed).
 The stuck thread is a daemon, so it never holds the process open; `stuck_for_s` tells
 the health probe how long it has been stuck, so Kubernetes restarts a pod that hangs.
 """
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -64,6 +65,7 @@ class EngineStopped(Exception):
 
 
 _T = TypeVar("_T")
+_thread_state = threading.local()
 _Job = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
 
 
@@ -77,6 +79,8 @@ class _ModelWorker(Generic[_T]):
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job[_T] | None] = queue.SimpleQueue()
         self.busy_since: float | None = None
+        # When the model call now running on this thread started (None between calls).
+        self.call_started: float | None = None
         self.abandoned_at: float | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -97,7 +101,14 @@ class _ModelWorker(Generic[_T]):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @staticmethod
+    def current() -> _ModelWorker[object] | None:
+        """The worker whose thread is calling, if any."""
+        worker: _ModelWorker[object] | None = getattr(_thread_state, "worker", None)
+        return worker
+
     def _loop(self) -> None:
+        _thread_state.worker = self
         while (job := self._jobs.get()) is not None:
             fn, future = job
             if not future.set_running_or_notify_cancel():
@@ -296,13 +307,11 @@ class Engine:
         items = [s.item for s in batch]
         timed_out = False
         try:
-            job = asyncio.wrap_future(self._worker.submit(lambda: self._render_isolating(items)))
-            if self.batch_timeout_s > 0:
-                try:
-                    results = await asyncio.wait_for(asyncio.shield(job), self.batch_timeout_s)
-                except TimeoutError:
-                    timed_out = True
-                    results = self._give_up_on_worker(job, len(batch))
+            worker = self._worker
+            job = asyncio.wrap_future(worker.submit(lambda: self._render_isolating(items)))
+            if self.batch_timeout_s > 0 and not await self._within_deadline(job, worker):
+                timed_out = True
+                results = self._give_up_on_worker(job, len(batch))
             else:
                 results = await job
         finally:
@@ -330,6 +339,18 @@ class Engine:
 
     def _new_worker(self) -> _ModelWorker[list[np.ndarray | BaseException]]:
         return _ModelWorker(f"voicefleet-model-{next(self._workers)}")
+
+    async def _within_deadline(
+        self, job: asyncio.Future[list[np.ndarray | BaseException]], worker: _ModelWorker[Any]
+    ) -> bool:
+        """Wait for `job`; False once one of its model calls has run past the deadline."""
+        while not job.done():
+            started = worker.call_started or time.monotonic()
+            remaining = started + self.batch_timeout_s - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait({job}, timeout=remaining)
+        return True
 
     def _give_up_on_worker(
         self, job: asyncio.Future[list[np.ndarray | BaseException]], size: int
@@ -361,7 +382,7 @@ class Engine:
     def _render_isolating(self, items: list[SynthesisItem]) -> list[np.ndarray | BaseException]:
         """Render a batch on the worker thread; on failure split it to isolate the culprit."""
         try:
-            outputs = self.model.synthesize(items)
+            outputs = self._call_model(items)
             if len(outputs) != len(items):
                 raise SynthesisError(
                     f"model returned {len(outputs)} outputs for {len(items)} inputs"
@@ -381,6 +402,17 @@ class Engine:
             log.warning("batch of %d failed (%s); splitting to isolate", len(items), exc)
         middle = len(items) // 2
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
+
+    def _call_model(self, items: list[SynthesisItem]) -> list[np.ndarray]:
+        """One model call, timed for the batch deadline (`_within_deadline`)."""
+        worker = _ModelWorker.current()
+        if worker is not None:
+            worker.call_started = time.monotonic()
+        try:
+            return self.model.synthesize(items)
+        finally:
+            if worker is not None:
+                worker.call_started = None
 
     def _publish_queue(self) -> None:
         self.metrics.queue_depth.set(len(self._waiting))
