@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ class FakeModel:
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         self.release.wait(5)
+        time.sleep(self.delay_s)
         ids = [item.token_ids[0] for item in items]
         if self.oom_above is not None and len(items) > self.oom_above:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -149,4 +151,31 @@ async def test_draining_refuses_new_work_and_finishes_accepted_work() -> None:
         engine.submit([item(3)])
     await asyncio.wait_for(engine.wait_idle(), 5)
     assert all(f.done() and not f.exception() for f in accepted)
+    await engine.close()
+
+
+async def test_fairness_holds_when_model_calls_take_longer_than_the_deadline_floor() -> None:
+    """Bench finding F5: with a fixed 0.5 s slot and slower model calls, a long text's
+    segments were all overdue and ran ahead of every newcomer. Slots now follow the
+    measured model-call time."""
+    model = FakeModel(delay_s=0.05)
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        segment_slo_s=0.001,  # a floor far below the real call time
+    )
+    engine.start()
+    engine.stats.observe(tokens=3, audio_s=0.03, wall_s=0.05)  # calls measured at 50 ms
+    model.release.clear()
+    long_futures = engine.submit([item(1) for _ in range(20)])
+    await asyncio.sleep(0.05)
+    model.release.set()
+    await asyncio.gather(*long_futures[:3])  # the long text is under way
+    short = engine.submit([item(2)])[0]
+    await short
+    done_long = sum(f.done() for f in long_futures)
+    assert done_long <= 6, f"the one-liner waited behind {done_long} of 20 long segments"
+    await asyncio.gather(*long_futures)
     await engine.close()

@@ -130,14 +130,14 @@ class _Segment:
     item: SynthesisItem
     future: asyncio.Future[np.ndarray]
     enqueued_at: float
-    deadline: float
+    index: int  # position in its request: segment k is due (k + 1) slots after arrival
+    slo_scale: float
     group: str
     estimated_audio_s: float
 
-    def view(self) -> Waiting:
-        return Waiting(
-            self.key, len(self.item.token_ids), self.enqueued_at, self.deadline, self.group
-        )
+    def view(self, slot_s: float) -> Waiting:
+        deadline = segment_deadline(self.enqueued_at, self.index, slot_s * self.slo_scale)
+        return Waiting(self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group)
 
 
 @dataclass
@@ -146,6 +146,7 @@ class EngineStats:
 
     seconds_per_token: float = _INITIAL_SECONDS_PER_TOKEN
     audio_per_wall_second: float = 0.0
+    batch_seconds: float = 0.0
     batches: int = 0
     segments: int = 0
 
@@ -154,6 +155,11 @@ class EngineStats:
         if tokens > 0:
             self.seconds_per_token += alpha * (audio_s / tokens - self.seconds_per_token)
         if wall_s > 0:
+            self.batch_seconds = (
+                wall_s
+                if self.batches == 0
+                else self.batch_seconds + alpha * (wall_s - self.batch_seconds)
+            )
             rate = audio_s / wall_s
             self.audio_per_wall_second = (
                 rate
@@ -169,7 +175,10 @@ class Engine:
     limits: BatchLimits
     max_queue: int
     metrics: Metrics
-    # Deadline slope: segment k of a request is due (k + 1) * slo after its arrival.
+    # Deadline slope: segment k of a request is due (k + 1) slots after its arrival, where a
+    # slot is the measured time of one model call, never less than this floor. A fixed slot
+    # shorter than a real model call would leave a long text's segments all overdue, ahead
+    # of every newcomer; the measured slot keeps them spread out behind new one-liners.
     segment_slo_s: float = 0.5
     stats: EngineStats = field(default_factory=EngineStats)
     # Most seconds one model call may take before its batch fails (0: no deadline).
@@ -258,14 +267,17 @@ class Engine:
         for index, item in enumerate(items):
             key = next(self._keys)
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            deadline = segment_deadline(now, index, self.segment_slo_s * slo_scale)
             estimate = len(item.token_ids) * self.stats.seconds_per_token / max(item.speed, 1e-3)
-            self._waiting[key] = _Segment(key, item, future, now, deadline, group, estimate)
+            self._waiting[key] = _Segment(key, item, future, now, index, slo_scale, group, estimate)
             futures.append(future)
         self._idle.clear()
         self._publish_queue()
         self._wakeup.set()
         return futures
+
+    @property
+    def deadline_slot_s(self) -> float:
+        return max(self.segment_slo_s, self.stats.batch_seconds)
 
     def cancel(self, futures: Sequence[asyncio.Future[np.ndarray]]) -> None:
         """Drop segments whose caller went away; running ones finish and are discarded."""
@@ -281,7 +293,9 @@ class Engine:
     async def _schedule(self) -> None:
         while True:
             decision = plan_batch(
-                [s.view() for s in self._waiting.values()], self.limits, time.monotonic()
+                [s.view(self.deadline_slot_s) for s in self._waiting.values()],
+                self.limits,
+                time.monotonic(),
             )
             if not decision.batch:
                 self._wakeup.clear()
