@@ -179,3 +179,26 @@ async def test_fairness_holds_when_model_calls_take_longer_than_the_deadline_flo
     assert done_long <= 6, f"the one-liner waited behind {done_long} of 20 long segments"
     await asyncio.gather(*long_futures)
     await engine.close()
+
+
+async def test_fairness_holds_when_the_measured_slot_underestimates_long_segments() -> None:
+    """Long segments slower than the calls the slot was measured on: the long text falls
+    behind its schedule, yet a newcomer still waits at most a couple of segments."""
+    model = FakeModel(delay_s=0.05)
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        segment_slo_s=0.001,
+    )
+    engine.start()  # no calls measured: the slot stays at the 1 ms floor
+    long_futures = engine.submit([item(1) for _ in range(20)])
+    await asyncio.gather(*long_futures[:3])
+    engine.stats = type(engine.stats)()  # forget measurements, keep the slot far too small
+    short = engine.submit([item(2)])[0]
+    await short
+    done_long = sum(f.done() for f in long_futures)
+    assert done_long <= 6, f"the one-liner waited behind {done_long} of 20 long segments"
+    await asyncio.gather(*long_futures)
+    await engine.close()

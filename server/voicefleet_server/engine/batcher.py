@@ -124,6 +124,13 @@ class _ModelWorker(Generic[_T]):
                 self.busy_since = None
 
 
+@dataclass
+class _Progress:
+    """Shared by a request's segments: when the model last started one of them."""
+
+    last_started: float | None = None
+
+
 @dataclass(eq=False)
 class _Segment:
     key: int
@@ -134,9 +141,16 @@ class _Segment:
     slo_scale: float
     group: str
     estimated_audio_s: float
+    progress: _Progress
 
     def view(self, slot_s: float) -> Waiting:
-        deadline = segment_deadline(self.enqueued_at, self.index, slot_s * self.slo_scale)
+        slot = slot_s * self.slo_scale
+        deadline = segment_deadline(self.enqueued_at, self.index, slot)
+        if self.progress.last_started is not None:
+            # A request that fell behind its schedule is due one slot after its last
+            # segment started, not in the past: overdue segments cannot pile up ahead
+            # of newcomers, whatever the model-call time does.
+            deadline = max(deadline, self.progress.last_started + slot)
         return Waiting(self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group)
 
 
@@ -264,11 +278,14 @@ class Engine:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[np.ndarray]] = []
+        progress = _Progress()
         for index, item in enumerate(items):
             key = next(self._keys)
             future: asyncio.Future[np.ndarray] = loop.create_future()
             estimate = len(item.token_ids) * self.stats.seconds_per_token / max(item.speed, 1e-3)
-            self._waiting[key] = _Segment(key, item, future, now, index, slo_scale, group, estimate)
+            self._waiting[key] = _Segment(
+                key, item, future, now, index, slo_scale, group, estimate, progress
+            )
             futures.append(future)
         self._idle.clear()
         self._publish_queue()
@@ -314,6 +331,7 @@ class Engine:
         started = time.monotonic()
         for segment in batch:
             self.metrics.queue_wait.observe(started - segment.enqueued_at)
+            segment.progress.last_started = started
         token_counts = [len(s.item.token_ids) for s in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
