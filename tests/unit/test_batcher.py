@@ -181,21 +181,28 @@ async def test_fairness_holds_when_model_calls_take_longer_than_the_deadline_flo
     await engine.close()
 
 
-async def test_fairness_holds_when_the_measured_slot_underestimates_long_segments() -> None:
-    """Long segments slower than the calls the slot was measured on: the long text falls
-    behind its schedule, yet a newcomer still waits at most a couple of segments."""
+class _UnderestimatingEngine(Engine):
+    """An engine whose measured slot is far shorter than its model calls."""
+
+    @property
+    def deadline_slot_s(self) -> float:
+        return self.segment_slo_s
+
+
+async def test_fairness_holds_when_the_slot_underestimates_model_calls() -> None:
+    """The long text falls behind its schedule, yet a newcomer still waits at most a
+    couple of segments: a request is due one slot after its last segment started."""
     model = FakeModel(delay_s=0.05)
-    engine = Engine(
+    engine = _UnderestimatingEngine(
         model,  # type: ignore[arg-type]
         BatchLimits(1, 10_000, 0.0),
         max_queue=64,
         metrics=Metrics(),
         segment_slo_s=0.001,
     )
-    engine.start()  # no calls measured: the slot stays at the 1 ms floor
+    engine.start()
     long_futures = engine.submit([item(1) for _ in range(20)])
     await asyncio.gather(*long_futures[:3])
-    engine.stats = type(engine.stats)()  # forget measurements, keep the slot far too small
     short = engine.submit([item(2)])[0]
     await short
     done_long = sum(f.done() for f in long_futures)
