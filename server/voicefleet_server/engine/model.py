@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +78,16 @@ class DeviceOutOfMemory(RuntimeError):
 
 class SynthesisTimeout(SynthesisError):
     """The model call running this item did not return within the batch deadline."""
+
+
+def padded_token_batch(
+    items: Sequence[SynthesisItem], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask) for a batch of tokenized segments."""
+    width = max(len(item.token_ids) for item in items)
+    input_ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        input_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
+        attention_mask[row, : len(item.token_ids)] = 1
+    return input_ids, attention_mask

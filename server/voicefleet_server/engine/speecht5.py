@@ -27,7 +27,7 @@ from torch.nn import functional
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
-from voicefleet_server.engine.model import SynthesisItem, Voice
+from voicefleet_server.engine.model import SynthesisItem, Voice, padded_token_batch
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,7 @@ class SpeechT5Synthesizer:
     def _run(
         self, items: Sequence[SynthesisItem], autocast: torch.dtype | None
     ) -> list[np.ndarray]:
-        width = max(len(item.token_ids) for item in items)
-        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, item in enumerate(items):
-            input_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
-            attention_mask[row, : len(item.token_ids)] = 1
+        input_ids, attention_mask = padded_token_batch(items, self.pad_token_id)
         speakers = torch.from_numpy(np.stack([self.embedding_of(item) for item in items]))
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         heavy = None if autocast is None else torch.autocast(device_type, dtype=autocast)

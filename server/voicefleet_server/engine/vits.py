@@ -25,7 +25,7 @@ import torch
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
-from voicefleet_server.engine.model import SynthesisItem, Voice
+from voicefleet_server.engine.model import SynthesisItem, Voice, padded_token_batch
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +186,7 @@ class VitsSynthesizer:
     def _run(
         self, items: Sequence[SynthesisItem], autocast: torch.dtype | None
     ) -> list[np.ndarray]:
-        width = max(len(item.token_ids) for item in items)
-        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, item in enumerate(items):
-            input_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
-            attention_mask[row, : len(item.token_ids)] = 1
+        input_ids, attention_mask = padded_token_batch(items, self.pad_token_id)
         speakers = torch.tensor([item.speaker_index for item in items], device=self.device)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         waveform, lengths = batched_vits_inference(
