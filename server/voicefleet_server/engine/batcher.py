@@ -126,9 +126,9 @@ class _ModelWorker(Generic[_T]):
 
 @dataclass
 class _Progress:
-    """Shared by a request's segments: when the model last started one of them."""
+    """Shared by a request's segments: when the model last finished one of them."""
 
-    last_started: float | None = None
+    last_finished: float | None = None
 
 
 @dataclass(eq=False)
@@ -146,11 +146,11 @@ class _Segment:
     def view(self, slot_s: float) -> Waiting:
         slot = slot_s * self.slo_scale
         deadline = segment_deadline(self.enqueued_at, self.index, slot)
-        if self.progress.last_started is not None:
+        if self.progress.last_finished is not None:
             # A request that fell behind its schedule is due one slot after its last
-            # segment started, not in the past: overdue segments cannot pile up ahead
-            # of newcomers, whatever the model-call time does.
-            deadline = max(deadline, self.progress.last_started + slot)
+            # segment finished, not in the past: overdue segments cannot pile up ahead of
+            # newcomers (who arrived before that finish), whatever the model-call time does.
+            deadline = max(deadline, self.progress.last_finished + slot)
         return Waiting(self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group)
 
 
@@ -331,7 +331,6 @@ class Engine:
         started = time.monotonic()
         for segment in batch:
             self.metrics.queue_wait.observe(started - segment.enqueued_at)
-            segment.progress.last_started = started
         token_counts = [len(s.item.token_ids) for s in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
@@ -348,8 +347,11 @@ class Engine:
                 results = await job
         finally:
             self._running_batch = 0
-        wall = time.monotonic() - started
+        finished = time.monotonic()
+        wall = finished - started
         self.metrics.batch_duration.observe(wall)
+        for segment in batch:
+            segment.progress.last_finished = finished
         audio_s = 0.0
         sampling_rate = self.model.sampling_rate
         for segment, result in zip(batch, results, strict=True):
