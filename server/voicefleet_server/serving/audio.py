@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import gcd
 
@@ -100,18 +101,31 @@ def encode(samples: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
     return buffer.getvalue()
 
 
-def streaming_wav_header(rate: int, channels: int = 1, bits: int = 16) -> bytes:
+def wav_header(rate: int, samples: int | None = None) -> bytes:
+    """16-bit mono WAV header; `samples=None` writes the streaming "unknown size" form."""
     unknown = 0xFFFFFFFF
-    block = channels * bits // 8
+    data = unknown if samples is None else samples * 2
+    riff = unknown if samples is None else 36 + data
     return (
         b"RIFF"
-        + struct.pack("<I", unknown)
+        + struct.pack("<I", riff)
         + b"WAVE"
         + b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
         + b"data"
-        + struct.pack("<I", unknown)
+        + struct.pack("<I", data)
     )
+
+
+def join_with_pauses(waves: Sequence[np.ndarray], pause_samples: int) -> np.ndarray:
+    """Concatenate segments with `pause_samples` of silence between them."""
+    pause = np.zeros(pause_samples, dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    for index, wave in enumerate(waves):
+        if index:
+            pieces.append(pause)
+        pieces.append(wave)
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 class _AppendOnlySink(io.RawIOBase):
@@ -176,7 +190,7 @@ class StreamEncoder:
         if self._fmt.container is None:
             return to_pcm16(samples)
         if self._fmt.name == "wav":
-            header = b"" if self._started else streaming_wav_header(self._rate)
+            header = b"" if self._started else wav_header(self._rate)
             self._started = True
             return header + to_pcm16(samples)
         if self._fmt.name == "flac":

@@ -20,7 +20,6 @@ import functools
 import logging
 import re
 import secrets
-import struct
 import tempfile
 import time
 import uuid
@@ -36,7 +35,15 @@ from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine.batcher import EngineStopped, QueueFull
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.metrics import Metrics
-from voicefleet_server.serving.audio import FORMATS, AudioFormat, StreamEncoder, encode, to_pcm16
+from voicefleet_server.serving.audio import (
+    FORMATS,
+    AudioFormat,
+    StreamEncoder,
+    encode,
+    join_with_pauses,
+    to_pcm16,
+    wav_header,
+)
 from voicefleet_server.serving.dialogue import ChunkPlan, parse_script, plan_chunks
 from voicefleet_server.serving.errors import (
     InputTooLarge,
@@ -401,7 +408,9 @@ class JobService:
                 except Exception as exc:
                     raise _SegmentFailed(f"chunk {index} could not be rendered: {exc}") from exc
                 inflight.popleft()
-                pcm = _join(waves, int(record.segment_pause_s * record.sample_rate))
+                pcm = to_pcm16(
+                    join_with_pauses(waves, int(record.segment_pause_s * record.sample_rate))
+                )
                 await self._write(
                     run, functools.partial(run.store.put_chunk, record.id, index, pcm)
                 )
@@ -524,37 +533,12 @@ def _as_cancelled(record: JobRecord) -> JobRecord:
     return view
 
 
-def _join(waves: list[np.ndarray], pause_samples: int) -> bytes:
-    if not waves:
-        return b""
-    pause = np.zeros(pause_samples, dtype=np.float32)
-    parts: list[np.ndarray] = []
-    for index, wave in enumerate(waves):
-        if index:
-            parts.append(pause)
-        parts.append(wave)
-    return to_pcm16(np.concatenate(parts))
-
-
 def _gap(record: JobRecord, index: int) -> int:
     """Silence (samples) before chunk `index` in the whole audio."""
     if index == 0:
         return 0
     pause = record.turn_pause_s if record.chunk_starts_turn[index] else record.segment_pause_s
     return int(pause * record.sample_rate)
-
-
-def wav_header(samples: int, rate: int) -> bytes:
-    data = samples * 2
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + data)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data)
-    )
 
 
 async def _whole_audio(
@@ -573,7 +557,7 @@ async def _whole_audio(
         if fmt.name == "wav":
             total = sum(s or 0 for s in record.chunk_samples)
             total += sum(_gap(record, i) for i in range(len(record.chunk_samples)))
-            yield wav_header(total, rate)
+            yield wav_header(rate, total)
         async for piece in pieces():
             yield piece
         return

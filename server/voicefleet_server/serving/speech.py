@@ -44,6 +44,7 @@ from voicefleet_server.serving.audio import (
     AudioFormat,
     StreamEncoder,
     encode,
+    join_with_pauses,
 )
 from voicefleet_server.serving.errors import (
     InvalidInput,
@@ -466,7 +467,7 @@ class SpeechService:
             except asyncio.CancelledError:
                 self._abandon(futures)
                 raise
-            audio = _join(waves, self._rate())
+            audio = join_with_pauses(waves, int(SEGMENT_PAUSE_S * self._rate()))
             body = await asyncio.to_thread(
                 encode, audio, self._rate(), FORMATS[prepared.format_name]
             )
@@ -574,16 +575,6 @@ def _parse_fault(value: str) -> str:
         return parse_fault(value)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
-
-
-def _join(waves: Sequence[np.ndarray], rate: int) -> np.ndarray:
-    pause = np.zeros(int(SEGMENT_PAUSE_S * rate), dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    for index, wave in enumerate(waves):
-        if index:
-            pieces.append(pause)
-        pieces.append(wave)
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 def _sse(event: dict[str, object]) -> bytes:
