@@ -15,7 +15,6 @@ RATIO = throughput(B) / throughput(A); the p95 latency ratio B / A is printed to
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import random
 from typing import Any
@@ -24,11 +23,7 @@ from voicefleet_bench import drive, harness, stats, texts
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=("tiny", "mms"), default="mms", help="model size")
-    parser.add_argument("--model", help="checkpoint directory (overrides --size)")
+    parser = harness.script_parser(__doc__)
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per stage")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")

@@ -15,7 +15,6 @@ RATIO = p95 latency of one-liners during the long text / p95 when idle; target <
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -79,11 +78,7 @@ async def _round(url: str, lines: list[str], long_text: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=("tiny", "mms"), default="mms", help="model size")
-    parser.add_argument("--model", help="checkpoint directory (overrides --size)")
+    parser = harness.script_parser(__doc__)
     parser.add_argument("--probes", type=int, default=10, help="one-liners per phase and round")
     parser.add_argument("--rounds", type=int, default=2, help="idle/loaded rounds")
     parser.add_argument("--long-sentences", type=int, default=40,

@@ -15,18 +15,13 @@ RATIO = server throughput / best raw throughput (audio seconds per wall second);
 
 from __future__ import annotations
 
-import argparse
 import random
 
 from voicefleet_bench import drive, harness, rawmodel, texts
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=("tiny", "mms"), default="mms", help="model size")
-    parser.add_argument("--model", help="checkpoint directory (overrides --size)")
+    parser = harness.script_parser(__doc__)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="float32, or bfloat16 autocast (raw: decoder only) on both sides")
     parser.add_argument("--batch-sizes", default="1,2,4", help="raw loop batch sizes to try")

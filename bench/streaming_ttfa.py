@@ -18,7 +18,6 @@ RATIO = median TTFA(stream) / median latency(first sentence alone); target <= 1.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 
@@ -26,11 +25,7 @@ from voicefleet_bench import drive, harness, texts
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=("tiny", "mms"), default="mms", help="model size")
-    parser.add_argument("--model", help="checkpoint directory (overrides --size)")
+    parser = harness.script_parser(__doc__)
     parser.add_argument("--reps", type=int, default=6, help="repetitions (each: a, b, c)")
     parser.add_argument("--sentences", type=int, default=6, help="sentences in the paragraph")
     parser.add_argument("--serve-arg", action="append", default=[],

@@ -7,6 +7,7 @@ the server as a subprocess with its log in a file, waiting for /readyz, and stop
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -34,6 +35,17 @@ def ensure_model(size: str = "mms", directory: str | os.PathLike[str] | None = N
             check=True, env=_env(), stdout=subprocess.DEVNULL,
         )
     return path
+
+
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser every bench/ script starts from: its docstring as help, and the
+    model choice (--size / --model) they all share."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", choices=("tiny", "mms"), default="mms", help="model size")
+    parser.add_argument("--model", help="checkpoint directory (overrides --size)")
+    return parser
 
 
 def free_port() -> int:
