@@ -162,7 +162,6 @@ class EngineStats:
     audio_per_wall_second: float = 0.0
     batch_seconds: float = 0.0
     batches: int = 0
-    segments: int = 0
 
     def observe(self, tokens: int, audio_s: float, wall_s: float) -> None:
         alpha = 0.2

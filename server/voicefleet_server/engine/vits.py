@@ -158,7 +158,6 @@ class VitsSynthesizer:
         self.sampling_rate = int(config.sampling_rate)
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
         self.voices = _voices(config)
-        self.fp32_reruns = 0
         log.info(
             "loaded %s (%s parameters) on %s, precision %s in %.2fs",
             source,
