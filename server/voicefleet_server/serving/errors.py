@@ -53,6 +53,12 @@ class Unavailable(ServingError):
         self.retry_after_s = retry_after_s
 
 
+class StorageUnavailable(Unavailable):
+    """The job's object storage (S3) did not answer within the retry budget."""
+
+    code = "storage_unavailable"
+
+
 class SynthesisFailed(ServingError):
     status = 500
     type = "server_error"
