@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
+from voicefleet import defaults, quantity
 from voicefleet_operator import naming
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -21,23 +22,6 @@ METRICS = ("queuedAudioSeconds", "cpu")
 DEFAULT_TARGETS = {"queuedAudioSeconds": "30", "cpu": "70"}
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
-_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?P<suffix>[a-zA-Z]*)$")
-_SUFFIXES = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
-}
 
 
 class SpecError(ValueError):
@@ -45,16 +29,21 @@ class SpecError(ValueError):
 
 
 def parse_quantity(value: object, what: str) -> Decimal:
-    """A non-negative Kubernetes quantity (`8Gi`, `500M`, `30`) as a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SpecError(f"{what} must be a quantity such as 8Gi, got {value!r}")
-    match = _QUANTITY.match(str(value).strip())
-    if match is None or match["suffix"] not in _SUFFIXES:
-        raise SpecError(f"{what} must be a quantity such as 8Gi, got {value!r}")
+    """A non-negative Kubernetes quantity (`8Gi`, `500M`, `30`) as a number, read by the
+    parser the server shares (voicefleet.quantity); `what` names the field in the error."""
     try:
-        return Decimal(match["number"]) * _SUFFIXES[match["suffix"]]
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise SpecError(f"{what} is not a number: {value!r}") from exc
+        return quantity.parse_quantity(value)
+    except quantity.QuantityError as exc:
+        raise SpecError(f"{what} must be a quantity such as 8Gi: {exc}") from exc
+
+
+def parse_resource_quantity(value: object, what: str) -> Decimal:
+    """A resource request or limit: a quantity, or CPU millicores (`500m`), which only
+    resources take (the shared parser is for memory sizes, where a milli-byte means nothing)."""
+    text = str(value).strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.endswith("m") and text[:-1] and text[-2].isdigit():
+        return parse_quantity(text[:-1], what) / 1000
+    return parse_quantity(value, what)
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,6 @@ class BatchingSpec:
 @dataclass(frozen=True)
 class VramSpec:
     budget: str | None
-    budget_bytes: int | None
     watermark_percent: int
     sustain_seconds: int
 
@@ -123,7 +111,7 @@ class ServiceSpec:
     resources: ResourcesSpec
     image: str
     image_pull_policy: str | None = None
-    drain_seconds: int = 30
+    drain_seconds: int = defaults.DRAIN_SECONDS
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
     auth: AuthSpec | None = None
@@ -188,19 +176,18 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
 def _vram(raw: Mapping[str, Any]) -> VramSpec:
     vram = _section(raw, "vram")
     budget = vram.get("budget")
-    budget_bytes: int | None = None
     if budget is not None and budget != "":
-        amount = parse_quantity(budget, "spec.vram.budget")
-        if amount < 2**20:
+        # Checked here, passed on as written: the server parses it with the same parser.
+        if parse_quantity(budget, "spec.vram.budget") < 2**20:
             raise SpecError(f"spec.vram.budget must be at least 1Mi, got {budget!r}")
-        budget_bytes = int(amount)
         budget = str(budget)
     else:
         budget = None
     return VramSpec(
         budget=budget,
-        budget_bytes=budget_bytes,
-        watermark_percent=_int(vram, "watermarkPercent", "spec.vram", 90, 50, 99),
+        watermark_percent=_int(
+            vram, "watermarkPercent", "spec.vram", defaults.VRAM_WATERMARK_PERCENT, 50, 99
+        ),
         sustain_seconds=_int(vram, "sustainSeconds", "spec.vram", 60, 0, 86400),
     )
 
@@ -272,7 +259,7 @@ def _resources(raw: Mapping[str, Any]) -> ResourcesSpec:
     limits = _string_map(resources.get("limits"), "spec.resources.limits")
     for where, table in (("requests", requests), ("limits", limits)):
         for key, value in table.items():
-            parse_quantity(value, f"spec.resources.{where}.{key}")
+            parse_resource_quantity(value, f"spec.resources.{where}.{key}")
     return ResourcesSpec(
         gpus=_int(resources, "gpus", "spec.resources", 1, 0, 16),
         requests=requests,
@@ -308,9 +295,15 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ServiceSpec:
     return ServiceSpec(
         model=_model(raw),
         batching=BatchingSpec(
-            window_ms=_int(batching, "windowMs", "spec.batching", 20, 1, 10000),
-            max_batch_size=_int(batching, "maxBatchSize", "spec.batching", 16, 1, 1024),
-            max_queue=_int(batching, "maxQueue", "spec.batching", 512, 1, 1_000_000),
+            window_ms=_int(
+                batching, "windowMs", "spec.batching", defaults.BATCH_WINDOW_MS, 1, 10000
+            ),
+            max_batch_size=_int(
+                batching, "maxBatchSize", "spec.batching", defaults.MAX_BATCH_SIZE, 1, 1024
+            ),
+            max_queue=_int(
+                batching, "maxQueue", "spec.batching", defaults.MAX_QUEUE, 1, 1_000_000
+            ),
         ),
         vram=_vram(raw),
         autoscaling=_autoscaling(raw),
@@ -318,7 +311,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ServiceSpec:
         resources=_resources(raw),
         image=image,
         image_pull_policy=pull,
-        drain_seconds=_int(raw, "drainSeconds", "spec", 30, 0, 3600),
+        drain_seconds=_int(raw, "drainSeconds", "spec", defaults.DRAIN_SECONDS, 0, 3600),
         node_selector=_string_map(raw.get("nodeSelector"), "spec.nodeSelector"),
         tolerations=_tolerations(raw),
         auth=_auth(raw),

@@ -23,6 +23,7 @@ from chart_support import (
     by_kind,
     one,
 )
+from k8s_lists import duplicate_list_map_keys
 
 CUSTOM_GROUPS = ("voicefleet.dev/", "kopf.dev/", "monitoring.coreos.com/", "keda.sh/")
 
@@ -146,7 +147,43 @@ def test_liveness_probe_hits_the_kopf_liveness_endpoint(render) -> None:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names)), f"env names repeat: {names}"
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_no_list_map_key_repeats_in_anything_rendered(render, values: str) -> None:
+    """env by name, containers, volumes, ports, volumeMounts...: a repeat is an error under
+    server-side apply (Helm 4), so `helm install` could fail on a real cluster."""
+    repeats = {
+        f"{doc['kind']}/{doc['metadata']['name']}": found
+        for doc in render(values)
+        if (found := duplicate_list_map_keys(doc))
+    }
+    assert repeats == {}
+
+
+def test_the_repeat_check_sees_repeats() -> None:
+    pod = {"spec": {"template": {"spec": {
+        "containers": [{"name": "a", "env": [{"name": "X", "value": "1"},
+                                             {"name": "X", "value": "2"}],
+                        "ports": [{"name": "http", "containerPort": 80},
+                                  {"name": "metrics", "containerPort": 80, "protocol": "TCP"}],
+                        "volumeMounts": [{"name": "v", "mountPath": "/m"},
+                                         {"name": "w", "mountPath": "/m"}]},
+                       {"name": "a"}],
+        "volumes": [{"name": "v"}, {"name": "v", "emptyDir": {}}],
+    }}}}
+    assert sorted(duplicate_list_map_keys(pod)) == sorted([
+        ".spec.template.spec.containers: name=a repeated",
+        ".spec.template.spec.containers[0].env: name=X repeated",
+        ".spec.template.spec.containers[0].ports: containerPort=80, protocol=TCP repeated",
+        ".spec.template.spec.containers[0].volumeMounts: mountPath=/m repeated",
+        ".spec.template.spec.volumes: name=v repeated",
+    ])
+    clean = {"spec": {"containers": [{"name": "a", "env": [{"name": "X"}, {"name": "Y"}]}]}}
+    assert duplicate_list_map_keys(clean) == []
 
 
 def test_operator_args_follow_the_watch_scope_and_peering(render) -> None:

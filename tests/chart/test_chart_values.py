@@ -62,6 +62,21 @@ def test_helm_rejects_bad_values(helm, tmp_path: Path, bad: dict[str, Any], wher
     assert "schema" in proc.stderr and where in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize(("extra_env", "message"), [
+    ([{"name": "HOME", "value": "/home"}], "HOME is set by the chart"),
+    ([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "A is given twice"),
+])
+def test_extra_env_cannot_repeat_a_name(
+    helm, tmp_path: Path, extra_env: list[dict[str, str]], message: str
+) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.safe_dump({"operator": {"extraEnv": extra_env}}))
+    proc = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(path),
+                    check=False)
+    assert proc.returncode != 0, "helm rendered a repeated env name"
+    assert message in proc.stderr, proc.stderr
+
+
 def test_good_non_default_values_pass(helm, tmp_path: Path) -> None:
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump({

@@ -175,7 +175,11 @@ async def start_operator(
 ) -> AsyncIterator[Callable[[], Awaitable[OperatorRun]]]:
     """Starts operator instances on demand (several in turn for restart tests); whatever is
     still running at the end is stopped after the test's VoiceServices are deleted."""
-    assert handlers.RESOURCE  # the handlers module is imported: kopf's registry is filled
+    # Importing our handlers module fills kopf's default registry; an operator started
+    # with an empty one would watch nothing and every scenario would time out obscurely.
+    registry = kopf.get_default_registry()
+    registered = {h.fn for h in registry._changing.get_all_handlers()}
+    assert handlers.converge_on_change in registered, "voicefleet handlers not registered"
     runs: list[OperatorRun] = []
 
     async def start() -> OperatorRun:

@@ -57,21 +57,44 @@ def voiceservice(name: str = "tts", **spec: Any) -> dict[str, Any]:
     }
 
 
+class TimedOut(AssertionError):
+    """`eventually` gave up; the message says what the check last returned or raised."""
+
+
 async def eventually(
     check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
 ) -> Any:
-    """Poll `check` until it returns something truthy without raising; return that."""
+    """Poll `check` until it returns something truthy without raising; return that.
+
+    Raises `TimedOut` after `timeout` seconds, naming what the last call returned or the
+    exception it raised, so a check that never holds fails the test wherever it is called
+    (with or without `assert`).
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
             result = check()
-        except (KeyError, AssertionError, TypeError):
-            result = None
-        if result:
-            return result
+        except (KeyError, AssertionError, TypeError, IndexError, StopIteration) as exc:
+            last = f"raised {type(exc).__name__}: {exc}"
+        else:
+            if result:
+                return result
+            last = f"returned {result!r}"
         if time.monotonic() > deadline:
-            return check()  # raise or return the last state for the assertion message
+            raise TimedOut(f"not true after {timeout:g} s; the check last {last}")
         await asyncio.sleep(interval)
+
+
+async def settles(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> bool:
+    """Like `eventually`, but answers whether `check` came true in time instead of raising:
+    for figures that count how many of several things happened (assert on the count)."""
+    try:
+        await eventually(check, timeout, interval)
+    except TimedOut:
+        return False
+    return True
 
 
 # Figures the reliability tests record; conftest's terminal-summary hook prints them.

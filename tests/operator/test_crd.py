@@ -12,6 +12,8 @@ import yaml
 from voicefleet_operator import naming
 from voicefleet_operator.spec import parse_spec
 
+from voicefleet import defaults
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "voiceservices.voicefleet.dev.yaml"
 EXAMPLES = sorted((ROOT / "crds" / "examples").glob("*.yaml"))
@@ -66,11 +68,28 @@ def test_every_spec_and_status_field_is_described_and_typed(schema: dict[str, An
             assert node.get("type") or node.get("x-kubernetes-int-or-string"), f"{path} untyped"
 
 
+def test_defaults_are_the_shared_serving_defaults(schema: dict[str, Any]) -> None:
+    """The CRD, the operator's parser and the server's flags default to the same numbers."""
+    spec = schema["properties"]["spec"]["properties"]
+    batching = spec["batching"]["properties"]
+    assert batching["windowMs"]["default"] == defaults.BATCH_WINDOW_MS
+    assert batching["maxBatchSize"]["default"] == defaults.MAX_BATCH_SIZE
+    assert batching["maxQueue"]["default"] == defaults.MAX_QUEUE
+    assert spec["vram"]["properties"]["watermarkPercent"]["default"] == (
+        defaults.VRAM_WATERMARK_PERCENT)
+    assert spec["drainSeconds"]["default"] == defaults.DRAIN_SECONDS
+    parsed = parse_spec({"model": {"variant": "m"}}, default_image="img")
+    assert (parsed.batching.window_ms, parsed.batching.max_batch_size,
+            parsed.batching.max_queue, parsed.vram.watermark_percent,
+            parsed.drain_seconds) == (
+        batching["windowMs"]["default"], batching["maxBatchSize"]["default"],
+        batching["maxQueue"]["default"], spec["vram"]["properties"]["watermarkPercent"]["default"],
+        spec["drainSeconds"]["default"])
+
+
 def test_defaults_and_validation_rules(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]["properties"]
-    assert spec["batching"]["properties"]["windowMs"]["default"] == 20
     assert spec["batching"]["properties"]["windowMs"]["minimum"] == 1
-    assert spec["vram"]["properties"]["watermarkPercent"]["default"] == 90
     assert spec["redis"]["properties"]["enabled"]["default"] is True
     rules = [r["rule"] for r in spec["autoscaling"]["x-kubernetes-validations"]]
     assert any("self.minReplicas <= self.maxReplicas" in r for r in rules)

@@ -147,6 +147,7 @@ def test_random_timelines_keep_every_promise() -> None:
     termination, never inside the cool-down, never for a pod whose metrics were unreadable
     or below the watermark at any point of its last `sustain_seconds`."""
     rounds = restarts = 0
+    violations: list[tuple[int, float, str]] = []
     for seed in range(150):
         rng = random.Random(seed)
         policy = Policy(watermark_percent=90, sustain_seconds=rng.choice([0, 10, 30]),
@@ -173,17 +174,23 @@ def test_random_timelines_keep_every_promise() -> None:
                 continue
             victim = decision.restart
             start = _streak_start(history[victim])
-            assert not in_progress, (seed, now)
-            assert last_restart is None or now - last_restart >= policy.cooldown_seconds
-            assert start is not None and now - start >= policy.sustain_seconds, (seed, now)
+            # Each broken promise is recorded (and the timeline goes on), so the figure
+            # below is what the decisions did, not a typed zero.
+            if in_progress:
+                violations.append((seed, now, "restart while another pod terminates"))
+            if last_restart is not None and now - last_restart < policy.cooldown_seconds:
+                violations.append((seed, now, "restart inside the cool-down"))
+            if start is None or now - start < policy.sustain_seconds:
+                violations.append((seed, now, f"{victim} not above the watermark long enough"))
             restarts += 1
             last_restart = now
             state = guard.restarted(state, victim, now)
             terminating_until = now + rng.choice([0.0, 4.0, 20.0])
             base = victim.rsplit("-", 1)[0]
             pods[base] += 1  # the Deployment replaces it with a new pod
-    assert restarts > 100  # the timelines did exercise restarts
     FIGURES["guard timeline rounds checked (pure decision)"] += rounds
     FIGURES["guard restarts in those timelines"] += restarts
-    FIGURES["guard promise violations (two at once, during termination, in cool-down, "
-            "unreadable or unsustained)"] += 0
+    FIGURES["guard promise violations (during termination, in cool-down, unreadable or "
+            "unsustained)"] += len(violations)
+    assert restarts > 100  # the timelines did exercise restarts
+    assert violations == []

@@ -144,7 +144,7 @@ async def test_only_the_pod_above_the_watermark_is_evicted_once(
     await api("POST", VS_PATH, voiceservice(vram={"watermarkPercent": 90,
                                                    "sustainSeconds": SUSTAIN}))
 
-    await eventually(lambda: evictions(operator), timeout=10)
+    assert await eventually(lambda: evictions(operator), timeout=10)
     evicted_at = time.monotonic()
     assert evictions(operator) == ["tts-hot"]
     # Not before the pressure was sustained: the first read of it was SUSTAIN seconds ago.
@@ -192,7 +192,7 @@ async def test_memory_pressure_condition_and_delete_fallback(
     assert "tts-hot" in seen["message"]
 
     # This emulator has no eviction subresource (404): the guard falls back to a delete.
-    await eventually(lambda: operator.objects["v1/pods", NAMESPACE, "tts-hot"].deleted)
+    assert await eventually(lambda: operator.objects["v1/pods", NAMESPACE, "tts-hot"].deleted)
     deletes = [str(r.url.path) for r in operator["delete"]]
     assert deletes == [f"{PODS_PATH}/tts-hot"]
     calm = await eventually(lambda: pressure()["status"] == "False" and pressure())

@@ -10,6 +10,8 @@ import kmock as km
 import pytest
 from operator_helpers import NAMESPACE, ObjectGetter, eventually, voiceservice
 
+from voicefleet import defaults
+
 pytestmark = pytest.mark.timeout(30)
 
 VS = "voicefleet.dev/v1alpha1/voiceservices"
@@ -84,8 +86,11 @@ async def test_spec_update_reaches_the_deployment(
     operator: km.KubernetesEmulator, api: Api, get_object: ObjectGetter
 ) -> None:
     await api("POST", VS_PATH, voiceservice())
-    await eventually(lambda: env(get_object(DEPLOYMENTS, "tts"))["VOICEFLEET_BATCH_WINDOW_MS"]
-                     == "20")
+    default_window = str(defaults.BATCH_WINDOW_MS)
+    assert await eventually(
+        lambda: env(get_object(DEPLOYMENTS, "tts"))["VOICEFLEET_BATCH_WINDOW_MS"]
+        == default_window
+    )
     await api(
         "PATCH",
         f"{VS_PATH}/tts",
@@ -93,21 +98,22 @@ async def test_spec_update_reaches_the_deployment(
          "spec": {"batching": {"windowMs": 40}, "autoscaling": {"maxReplicas": 9}}},
         "application/merge-patch+json",
     )
-    await eventually(lambda: env(get_object(DEPLOYMENTS, "tts"))["VOICEFLEET_BATCH_WINDOW_MS"]
-                     == "40")
-    await eventually(
+    assert await eventually(
+        lambda: env(get_object(DEPLOYMENTS, "tts"))["VOICEFLEET_BATCH_WINDOW_MS"] == "40"
+    )
+    assert await eventually(
         lambda: get_object("autoscaling/v2/horizontalpodautoscalers", "tts")["spec"][
             "maxReplicas"
         ] == 9
     )
-    await eventually(lambda: get_object(VS, "tts")["status"]["observedGeneration"] == 2)
+    assert await eventually(lambda: get_object(VS, "tts")["status"]["observedGeneration"] == 2)
 
 
 async def test_deleted_deployment_comes_back_and_edits_are_reverted(
     operator: km.KubernetesEmulator, api: Api, get_object: ObjectGetter
 ) -> None:
     await api("POST", VS_PATH, voiceservice())
-    await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
+    assert await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
     await api("DELETE", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/tts")
     with pytest.raises(KeyError):
         get_object(DEPLOYMENTS, "tts")
@@ -118,7 +124,7 @@ async def test_deleted_deployment_comes_back_and_edits_are_reverted(
     await api("PATCH", f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/tts",
               {"spec": {"maxUnavailable": 0}}, "application/merge-patch+json")
     assert get_object("policy/v1/poddisruptionbudgets", "tts")["spec"]["maxUnavailable"] == 0
-    await eventually(
+    assert await eventually(
         lambda: get_object("policy/v1/poddisruptionbudgets", "tts")["spec"]["maxUnavailable"] == 1
     )
 
@@ -127,7 +133,7 @@ async def test_ready_replicas_come_from_the_deployment(
     operator: km.KubernetesEmulator, api: Api, get_object: ObjectGetter
 ) -> None:
     await api("POST", VS_PATH, voiceservice())
-    await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
+    assert await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
     # The emulator runs no controllers: play the HPA's and the Deployment controller's part.
     await api("PATCH", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/tts",
               {"spec": {"replicas": 2}}, "application/merge-patch+json")
@@ -159,8 +165,10 @@ async def test_invalid_spec_degrades_without_crashing(
     # Fixing the spec heals it.
     await api("PATCH", f"{VS_PATH}/tts", {"spec": {"autoscaling": {"maxReplicas": 6}}},
               "application/merge-patch+json")
-    await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
-    await eventually(lambda: condition(get_object(VS, "tts"), "Degraded")["status"] == "False")
+    assert await eventually(lambda: get_object(DEPLOYMENTS, "tts"))
+    assert await eventually(
+        lambda: condition(get_object(VS, "tts"), "Degraded")["status"] == "False"
+    )
 
 
 async def test_external_redis_creates_no_redis(
@@ -178,6 +186,6 @@ async def test_external_redis_creates_no_redis(
             } in volumes
     assert not [r for r in operator if r.resource is not None
                 and r.resource.plural == "secrets" and r.method == "GET"]
-    await eventually(lambda: get_object("policy/v1/poddisruptionbudgets", "tts"))
+    assert await eventually(lambda: get_object("policy/v1/poddisruptionbudgets", "tts"))
     assert (DEPLOYMENTS, NAMESPACE, "tts-redis") not in operator.objects
     assert ("v1/secrets", NAMESPACE, "tts-redis") not in operator.objects

@@ -5,7 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from voicefleet_operator.spec import SpecError, check_name, parse_quantity, parse_spec
+from voicefleet_operator.spec import (
+    SpecError,
+    check_name,
+    parse_quantity,
+    parse_resource_quantity,
+    parse_spec,
+)
+
+from voicefleet import defaults
 
 IMAGE = "example.test/server:1"
 
@@ -14,12 +22,13 @@ def test_defaults_match_the_crd() -> None:
     spec = parse_spec({"model": {"variant": "facebook/mms-tts-eng"}}, default_image=IMAGE)
     assert spec.model.dtype == "auto"
     assert spec.model.revision is None
+    # The numbers the server's own flags default to (one source: voicefleet/defaults.py).
     assert (spec.batching.window_ms, spec.batching.max_batch_size, spec.batching.max_queue) == (
-        20,
-        16,
-        512,
+        defaults.BATCH_WINDOW_MS,
+        defaults.MAX_BATCH_SIZE,
+        defaults.MAX_QUEUE,
     )
-    assert spec.vram.watermark_percent == 90
+    assert spec.vram.watermark_percent == defaults.VRAM_WATERMARK_PERCENT
     assert spec.vram.sustain_seconds == 60
     assert spec.vram.budget is None
     assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 4)
@@ -28,30 +37,43 @@ def test_defaults_match_the_crd() -> None:
     assert spec.redis.enabled and spec.redis.managed
     assert spec.resources.gpus == 1
     assert spec.image == IMAGE
-    assert spec.drain_seconds == 30
+    assert spec.drain_seconds == defaults.DRAIN_SECONDS
 
 
-def test_budget_parses_to_bytes() -> None:
+def test_budget_is_checked_and_passed_on_as_written() -> None:
     spec = parse_spec(
-        {"model": {"variant": "m"}, "vram": {"budget": "8Gi"}}, default_image=IMAGE
+        {"model": {"variant": "m"}, "vram": {"budget": "1.5Gi"}}, default_image=IMAGE
     )
-    assert spec.vram.budget == "8Gi"
-    assert spec.vram.budget_bytes == 8 * 2**30
+    assert spec.vram.budget == "1.5Gi"
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("8Gi", Decimal(8 * 2**30)), ("500M", Decimal(500 * 10**6)), ("30", Decimal(30)),
-     ("1.5Gi", Decimal(3 * 2**29)), ("250m", Decimal("0.25")), (7, Decimal(7))],
+     ("1.5Gi", Decimal(3 * 2**29)), (7, Decimal(7))],
 )
 def test_parse_quantity(value: object, expected: Decimal) -> None:
     assert parse_quantity(value, "x") == expected
 
 
-@pytest.mark.parametrize("value", ["8 GB", "-1Gi", "Gi", "8Xi", "", True, None])
-def test_parse_quantity_rejects(value: object) -> None:
-    with pytest.raises(SpecError, match="quantity"):
-        parse_quantity(value, "x")
+@pytest.mark.parametrize("value", ["8 GB", "-1Gi", "Gi", "8Xi", "", "250m", True, None])
+def test_parse_quantity_rejects_naming_the_field(value: object) -> None:
+    with pytest.raises(SpecError, match=r"^spec\.vram\.budget must be a quantity such as 8Gi"):
+        parse_quantity(value, "spec.vram.budget")
+
+
+def test_resource_quantities_also_take_millicores() -> None:
+    assert parse_resource_quantity("250m", "cpu") == Decimal("0.25")
+    assert parse_resource_quantity("4Gi", "memory") == Decimal(4 * 2**30)
+    for bad in ("m", "2 m", "lots"):
+        with pytest.raises(SpecError, match="cpu must be a quantity"):
+            parse_resource_quantity(bad, "cpu")
+    spec = parse_spec({"model": {"variant": "m"}, "resources": {"requests": {"cpu": "500m"}}},
+                      default_image=IMAGE)
+    assert spec.resources.requests == {"cpu": "500m"}
+    with pytest.raises(SpecError, match=r"spec\.resources\.limits\.memory must be a quantity"):
+        parse_spec({"model": {"variant": "m"}, "resources": {"limits": {"memory": "16 GB"}}},
+                   default_image=IMAGE)
 
 
 @pytest.mark.parametrize(

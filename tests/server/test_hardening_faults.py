@@ -46,6 +46,7 @@ def together(url: str, calls: list[tuple[str, int, str | None]]) -> list[httpx.R
         thread.start()
     for thread in threads:
         thread.join(120)
+    add("requests_lost", sum(r is None for r in results))
     assert all(r is not None for r in results), "a request got no answer"
     return [r for r in results if r is not None]
 
@@ -60,6 +61,8 @@ def metric(url: str, name: str) -> float:
 def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
     mates = [(f"Batch mate number {i} speaks.", 100 + i, None) for i in range(4)]
     responses = together(faulty.url, [("This one breaks the model.", 1, "raise"), *mates])
+    # Counted before the checks below, which stop the test at the first wrong answer.
+    add("requests_lost", sum(r.status_code not in (200, 500) for r in responses))
     bad, *good = responses
     assert bad.status_code == 500, bad.text
     error = bad.json()["error"]
@@ -69,7 +72,6 @@ def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
     for (text, seed, _), response in zip(mates, good, strict=True):
         assert post(faulty.url, text, seed).content == response.content
     add("faults_survived")
-    add("requests_lost", sum(r.status_code not in (200, 500) for r in responses))
 
 
 def test_a_simulated_cuda_oom_splits_the_batch_and_every_request_succeeds(
