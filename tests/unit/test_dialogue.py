@@ -58,12 +58,17 @@ def test_normalize_label() -> None:
 
 
 def test_plan_chunks_never_spans_turns_and_numbers_segments_globally() -> None:
-    turns = [Turn("Speaker 1", "A. B. C."), Turn("Speaker 2", "D."), Turn("Speaker 1", "E. F.")]
+    # (Whole words: the segmenter reads "A. B. C." as initials, not three sentences.)
+    turns = [
+        Turn("Speaker 1", "Ay. Bee. See."),
+        Turn("Speaker 2", "Dee."),
+        Turn("Speaker 1", "Ee. Eff."),
+    ]
     assert plan_chunks(turns, max_chunk_segments=2) == [
-        ChunkPlan("Speaker 1", ("A.", "B."), 0, True),
-        ChunkPlan("Speaker 1", ("C.",), 2, False),
-        ChunkPlan("Speaker 2", ("D.",), 3, True),
-        ChunkPlan("Speaker 1", ("E.", "F."), 4, True),
+        ChunkPlan("Speaker 1", ("Ay.", "Bee."), 0, True),
+        ChunkPlan("Speaker 1", ("See.",), 2, False),
+        ChunkPlan("Speaker 2", ("Dee.",), 3, True),
+        ChunkPlan("Speaker 1", ("Ee.", "Eff."), 4, True),
     ]
 
 

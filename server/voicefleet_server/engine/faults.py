@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voicefleet_server.engine.model import SpeechModel, SynthesisItem, Voice
+from voicefleet_server.engine.model import SpeechModel, SynthesisItem, TextProfile, Voice
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,10 @@ class FaultInjectingModel:
     @property
     def device(self) -> str:
         return self.inner.device
+
+    @property
+    def text_profile(self) -> TextProfile:
+        return self.inner.text_profile
 
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)

@@ -1,8 +1,9 @@
 """The small interface every model family implements, and the items it synthesizes.
 
-A family loads itself, warms up, tokenizes a segment (so the scheduler can count
-padded tokens), and synthesizes a batch of items, returning exactly one waveform per
-item. The engine knows nothing else about the model.
+A family loads itself, warms up, says how its text must be prepared (`TextProfile`),
+tokenizes a segment (so the scheduler can count padded tokens), and synthesizes a batch
+of items, returning exactly one waveform per item. The engine knows nothing else about
+the model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,25 @@ class Voice:
     speaker_index: int = 0
     # Families conditioned on a speaker vector (SpeechT5) carry it here; VITS leaves it None.
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TextProfile:
+    """What the server does to text before a family's `tokenize` (see engine/textprep.py).
+
+    - `language`: num2words' code of the language the model reads ('en', 'de', 'pt_BR'),
+      None when unknown (then numbers and abbreviations are left as written).
+    - `reads_numbers`: the family's own front end already reads numbers, symbols and
+      abbreviations (Piper voices: espeak-ng), so the server normalizes nothing.
+    - `vocabulary`: the characters `tokenize` keeps; others are dropped (counted, and a
+      request made mostly of them is refused). None: no check (phonemizing front ends).
+    - `lowercase`: `tokenize` lower-cases a character before looking it up.
+    """
+
+    language: str | None = None
+    reads_numbers: bool = False
+    vocabulary: frozenset[str] | None = None
+    lowercase: bool = False
 
 
 @dataclass(slots=True)
@@ -56,6 +76,9 @@ class SpeechModel(Protocol):
 
     @property
     def device(self) -> str: ...
+
+    @property
+    def text_profile(self) -> TextProfile: ...
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for one segment; empty when nothing in it is pronounceable."""

@@ -27,7 +27,7 @@ from torch.nn import functional
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
-from voicefleet_server.engine.model import SynthesisItem, Voice, padded_token_batch
+from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,12 @@ class SpeechT5Synthesizer:
         self._silent = {*self.tokenizer.all_special_ids, self.tokenizer.unk_token_id}
         self._silent.add(self.tokenizer.convert_tokens_to_ids("\u2581"))
         self.voices, self._embeddings = _builtin_voices(source, self.embedding_dim)
+        # SpeechT5's TTS checkpoints read English, one sentencepiece character at a time;
+        # characters without a piece become <unk>, which says nothing.
+        specials = set(self.tokenizer.all_special_tokens)
+        pieces = {" " if piece == "\u2581" else piece for piece in self.tokenizer.get_vocab()}
+        vocabulary = frozenset(p for p in pieces if len(p) == 1 and p not in specials)
+        self.text_profile = TextProfile("en", False, vocabulary, False)
         log.info(
             "loaded %s (%s parameters) + vocoder %s on %s, precision %s in %.2fs",
             source,

@@ -25,7 +25,8 @@ import torch
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
-from voicefleet_server.engine.model import SynthesisItem, Voice, padded_token_batch
+from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
+from voicefleet_server.engine.text import model_language
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class VitsSynthesizer:
         self.sampling_rate = int(config.sampling_rate)
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
         self.voices = _voices(config)
+        self.text_profile = vits_text_profile(self.tokenizer, source)
         log.info(
             "loaded %s (%s parameters) on %s, precision %s in %.2fs",
             source,
@@ -199,6 +201,30 @@ class VitsSynthesizer:
         )
         rows = waveform.cpu().numpy()
         return [rows[i, : int(n)].copy() for i, n in enumerate(lengths.tolist())]
+
+
+def vits_text_profile(tokenizer: Any, source: str) -> TextProfile:
+    """How a `VitsTokenizer` reads text: MMS checkpoints name their language (ISO 639-3)
+    and keep only their vocabulary's characters, lower-cased."""
+    language = model_language(getattr(tokenizer, "language", None), source)
+    if getattr(tokenizer, "phonemize", False):
+        # The phonemizer package (espeak) reads the text: numbers included, and its
+        # vocabulary is phonemes, not the characters users send.
+        return TextProfile(language, reads_numbers=True)
+    if getattr(tokenizer, "is_uroman", False) and _has_uroman():
+        # uroman romanizes other scripts first: the vocabulary says nothing about them.
+        return TextProfile(language)
+    specials = set(tokenizer.all_special_tokens)
+    vocabulary = frozenset(
+        token for token in tokenizer.get_vocab() if len(token) == 1 and token not in specials
+    )
+    return TextProfile(language, False, vocabulary, bool(getattr(tokenizer, "normalize", False)))
+
+
+def _has_uroman() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uroman") is not None
 
 
 def _voices(config: object) -> list[Voice]:
