@@ -102,3 +102,16 @@ def test_vits_profile_of_a_phonemizing_tokenizer_skips_numbers_and_the_check(
     tokenizer = _tokenizer(tmp_path, phonemize=True)
     profile = vits_text_profile(tokenizer, "facebook/mms-tts-eng")
     assert profile == TextProfile("en", reads_numbers=True)
+
+
+def test_a_phonemizing_vits_subclass_reads_numbers_itself() -> None:
+    from voicefleet_server.engine.vits import VitsSynthesizer
+
+    class Phonemizing(VitsSynthesizer):
+        phonemizes = True
+        language_tag = "en-us"
+
+        def __init__(self) -> None:  # no checkpoint: only the text profile is asked for
+            pass
+
+    assert Phonemizing().text_profile == TextProfile("en", reads_numbers=True)

@@ -26,7 +26,7 @@ from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
-from voicefleet_server.engine.text import model_language
+from voicefleet_server.engine.text import model_language, resolve_language
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,11 @@ class VitsSynthesizer:
     """A loaded VITS checkpoint behind the engine's `SpeechModel` interface."""
 
     family = "vits"
+    # A subclass whose front end reads the text itself (espeak-ng reads numbers, symbols
+    # and abbreviations: PiperSynthesizer) sets this; the server then normalizes nothing.
+    phonemizes = False
+    # Such a subclass may name the language it reads (an espeak-ng voice such as "en-us").
+    language_tag: str | None = None
 
     def __init__(self, source: str, precision: Precision, revision: str | None = None) -> None:
         from transformers import AutoTokenizer, VitsModel
@@ -159,7 +164,7 @@ class VitsSynthesizer:
         self.sampling_rate = int(config.sampling_rate)
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
         self.voices = _voices(config)
-        self.text_profile = vits_text_profile(self.tokenizer, source)
+        self._text_profile = vits_text_profile(self.tokenizer, source)
         log.info(
             "loaded %s (%s parameters) on %s, precision %s in %.2fs",
             source,
@@ -168,6 +173,12 @@ class VitsSynthesizer:
             precision.label,
             time.perf_counter() - started,
         )
+
+    @property
+    def text_profile(self) -> TextProfile:
+        if self.phonemizes:
+            return TextProfile(resolve_language(self.language_tag), reads_numbers=True)
+        return self._text_profile
 
     def tokenize(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text)["input_ids"])
