@@ -7,6 +7,9 @@ for TTS work, audio-seconds waiting is what a new pod relieves.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,8 +17,73 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+# WADA-SNR's table spans -20..100 dB; speech from a good voice lands around 30-60 dB.
+_SNR_BUCKETS = (-10, 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 80, 100)
+# What `voicefleet_output_anomalies_total{kind}` counts (serving/quality.py decides).
+ANOMALY_KINDS = ("nan", "silence", "clipping", "low_snr", "too_short", "too_long")
+# Where `voicefleet_gpu_memory_used_bytes` comes from (engine/nvml.py decides).
+GPU_MEMORY_SOURCES = ("process", "device", "torch_reserved")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReport:
+    """One scrape's GPU readings; None fields are left out of /metrics."""
+
+    utilization_ratio: float | None
+    temperature_celsius: float | None
+    power_watts: float | None
+    memory_total_bytes: int | None
+    memory_source: str | None
+
+
+class GpuCollector(Collector):
+    """GPU series read from NVML at scrape time. Nothing is exported until a reader is
+    attached (the model runs on CUDA) and returns a report: on CPU the series are absent,
+    not zero, so `avg(voicefleet_gpu_utilization_ratio)` averages GPUs only."""
+
+    _FAMILIES = (
+        ("voicefleet_gpu_utilization_ratio", "Share of time the GPU was busy (NVML, 0-1)"),
+        ("voicefleet_gpu_temperature_celsius", "GPU core temperature (NVML)"),
+        ("voicefleet_gpu_power_watts", "GPU board power draw (NVML)"),
+        ("voicefleet_gpu_memory_total_bytes", "Memory of the GPU (or MIG instance) in use"),
+    )
+    _SOURCE = (
+        "voicefleet_gpu_memory_source",
+        "1 for the source voicefleet_gpu_memory_used_bytes is read from: process (NVML "
+        "entry of this PID), device (NVML device memory, container alone on it) or "
+        "torch_reserved (PyTorch allocator; misses the CUDA context)",
+    )
+
+    def __init__(self) -> None:
+        self.read: Callable[[], GpuReport | None] | None = None
+
+    def describe(self) -> list[Metric]:
+        families: list[Metric] = [GaugeMetricFamily(n, d) for n, d in self._FAMILIES]
+        families.append(GaugeMetricFamily(*self._SOURCE, labels=["source"]))
+        return families
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.read() if self.read is not None else None
+        if report is None:
+            return
+        values = (
+            report.utilization_ratio,
+            report.temperature_celsius,
+            report.power_watts,
+            report.memory_total_bytes,
+        )
+        for (name, doc), value in zip(self._FAMILIES, values, strict=True):
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+        if report.memory_source is not None:
+            family = GaugeMetricFamily(*self._SOURCE, labels=["source"])
+            for source in GPU_MEMORY_SOURCES:
+                family.add_metric([source], 1.0 if source == report.memory_source else 0.0)
+            yield family
 
 
 class Metrics:
@@ -116,8 +184,12 @@ class Metrics:
         self.cache_hits = Counter("voicefleet_cache_hits", "Result cache hits", registry=r)
         self.cache_misses = Counter("voicefleet_cache_misses", "Result cache misses", registry=r)
         self.gpu_memory_used = Gauge(
-            "voicefleet_gpu_memory_used_bytes", "GPU memory used by this process (NVML)", registry=r
+            "voicefleet_gpu_memory_used_bytes",
+            "GPU memory this server holds (see voicefleet_gpu_memory_source for how it is read)",
+            registry=r,
         )
+        self.gpu = GpuCollector()
+        r.register(self.gpu)
         self.gpu_memory_budget = Gauge(
             "voicefleet_gpu_memory_budget_bytes", "GPU memory this process may use", registry=r
         )
@@ -145,5 +217,25 @@ class Metrics:
             "voicefleet_speaker_encoder_seconds",
             "Wall time of one speaker-encoder run (decode excluded)",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.output_snr_db = Histogram(
+            "voicefleet_output_snr_db",
+            "Estimated signal-to-noise ratio of each returned segment (WADA-SNR, dB)",
+            buckets=_SNR_BUCKETS,
+            registry=r,
+        )
+        self.output_anomalies = Counter(
+            "voicefleet_output_anomalies",
+            "Returned segments whose audio looks wrong, by kind (see docs/observability.md)",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ANOMALY_KINDS:  # exported at 0 from the start, so rate() sees the first
+            self.output_anomalies.labels(kind)
+        self.quality_check_duration = Histogram(
+            "voicefleet_quality_check_seconds",
+            "CPU time of the audio-quality check of one segment",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )

@@ -1,4 +1,4 @@
-"""Device and dtype resolution, and GPU memory readings (NVML, per process).
+"""Device and dtype resolution, and GPU memory readings (NVML).
 
 Kept apart from the model so the choice is testable on any machine and the same
 readings feed both /metrics and the VRAM budget.
@@ -10,8 +10,20 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from voicefleet_server.engine.nvml import (
+    GpuStats,
+    MemoryReading,
+    NvmlDevice,
+    choose_memory,
+    open_device,
+    read_snapshot,
+    read_stats,
+)
+from voicefleet_server.metrics import GpuReport
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +102,19 @@ def resolve_precision(device: str, dtype: str) -> Precision:
 
 
 class GpuMemoryReader:
-    """This process's GPU memory in bytes: NVML per-process usage (what the operator's
-    guard and `nvidia-smi` see, including the CUDA context), falling back to torch's
-    reserved bytes where NVML is unavailable. 0 on CPU."""
+    """GPU memory this server holds, and board readings for /metrics (NVML).
+
+    Which number `used_bytes` is depends on what NVML can see from inside the pod (see
+    `nvml.choose_memory`): this PID's own entry, the whole device when the container is
+    alone on the one device it sees, else PyTorch's reserved bytes. `reading().source`
+    says which, exported as `voicefleet_gpu_memory_source{source}`. 0 on CPU.
+    """
 
     def __init__(self, device: str) -> None:
         self._device = device
-        self._handle: object | None = None
+        self._nvml: Any = None
+        self._handles: NvmlDevice | None = None
+        self._last_source: str | None = None
         if not device.startswith("cuda"):
             return
         try:
@@ -104,26 +122,66 @@ class GpuMemoryReader:
 
             pynvml.nvmlInit()
             index = torch.device(device).index or 0
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            self._handles = open_device(pynvml, index, None if uuid is None else str(uuid))
+            self._nvml = pynvml
         except Exception as exc:  # NVML missing in the container is not fatal
             log.warning("NVML unavailable (%s); reporting torch reserved memory", exc)
 
-    def used_bytes(self) -> int:
-        if not self._device.startswith("cuda"):
-            return 0
-        if self._handle is not None:
-            import pynvml
+    @property
+    def on_gpu(self) -> bool:
+        return self._device.startswith("cuda")
 
+    def reading(self) -> MemoryReading:
+        if not self.on_gpu:
+            return MemoryReading(0, "torch_reserved", "CPU")
+        snapshot = None
+        if self._handles is not None:
             try:
-                pid = os.getpid()
-                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-                    if proc.pid == pid and proc.usedGpuMemory is not None:
-                        return int(proc.usedGpuMemory)
-            except pynvml.NVMLError as exc:
-                log.debug("NVML process query failed: %s", exc)
-        return int(torch.cuda.memory_reserved(self._device))
+                snapshot = read_snapshot(self._nvml, self._handles)
+            except Exception as exc:  # a flaky driver must not break /metrics or /readyz
+                log.debug("NVML snapshot failed: %s", exc)
+        reading = choose_memory(
+            snapshot,
+            os.getpid(),
+            torch.cuda.is_initialized(),
+            int(torch.cuda.memory_reserved(self._device)),
+        )
+        if reading.source != self._last_source:
+            # Once per change: which number the memory guard compares, and why.
+            log.info("GPU memory source: %s (%s)", reading.source, reading.reason)
+            self._last_source = reading.source
+        return reading
+
+    def used_bytes(self) -> int:
+        return self.reading().used_bytes
 
     def total_bytes(self) -> int:
-        if not self._device.startswith("cuda"):
+        if not self.on_gpu:
             return 0
+        if self._handles is not None:
+            try:
+                total = read_snapshot(self._nvml, self._handles).device_total_bytes
+                if total:  # a MIG instance's own size, not the whole board's
+                    return total
+            except Exception as exc:
+                log.debug("NVML memory query failed: %s", exc)
         return int(torch.cuda.get_device_properties(self._device).total_memory)
+
+    def report(self) -> GpuReport | None:
+        """What /metrics exports about the GPU; None on CPU (the series are absent)."""
+        if not self.on_gpu:
+            return None
+        stats = GpuStats(None, None, None, None)
+        if self._handles is not None:
+            try:
+                stats = read_stats(self._nvml, self._handles)
+            except Exception as exc:
+                log.debug("NVML stats failed: %s", exc)
+        return GpuReport(
+            utilization_ratio=stats.utilization_ratio,
+            temperature_celsius=stats.temperature_celsius,
+            power_watts=stats.power_watts,
+            memory_total_bytes=stats.memory_total_bytes or self.total_bytes(),
+            memory_source=self.reading().source,
+        )
