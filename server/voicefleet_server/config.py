@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from voicefleet_server.engine.device import parse_quantity
+from voicefleet_server.engine.quality import QualityLimits
 
 
 class ServerSettings(BaseModel):
@@ -134,6 +135,49 @@ class ServerSettings(BaseModel):
     voice_memory_entries: int = Field(
         1024, ge=1, description="uploaded voices kept in the in-process LRU in front of Redis"
     )
+
+    # ---- audio quality of every returned segment (docs/observability.md) ----
+    quality_min_snr_db: float = Field(
+        25.0,
+        ge=-20,
+        le=100,
+        description="a segment whose WADA-SNR estimate is below this (dB) counts as a "
+        "low_snr anomaly (counted and logged, never blocks the response)",
+    )
+    quality_max_clipping_ratio: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="share of samples at full scale beyond which a segment counts as clipping",
+    )
+    quality_max_silence_ratio: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="share of silent 20 ms frames beyond which a segment counts as silence",
+    )
+    quality_min_seconds_per_char: float = Field(
+        0.02,
+        ge=0,
+        description="audio seconds per input character (at speed 1) below which a "
+        "segment counts as too_short",
+    )
+    quality_max_seconds_per_char: float = Field(
+        0.4,
+        gt=0,
+        description="audio seconds per input character (at speed 1) above which a "
+        "segment counts as too_long",
+    )
+
+    @property
+    def quality_limits(self) -> QualityLimits:
+        return QualityLimits(
+            min_snr_db=self.quality_min_snr_db,
+            max_clipping_ratio=self.quality_max_clipping_ratio,
+            max_silence_ratio=self.quality_max_silence_ratio,
+            min_seconds_per_char=self.quality_min_seconds_per_char,
+            max_seconds_per_char=self.quality_max_seconds_per_char,
+        )
 
     @property
     def voice_max_upload_bytes(self) -> int:

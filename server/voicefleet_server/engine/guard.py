@@ -2,7 +2,8 @@
 
 fp16/bf16 inference can overflow (NaN/inf) or collapse to silence for some inputs. A
 family renders a batch once in reduced precision, re-renders only the bad items in
-float32, marks them (`SynthesisItem.reran_fp32`, counted in metrics) and clips the rest.
+float32, marks them (`SynthesisItem.reran_fp32`, counted in metrics) and clips the rest;
+samples still NaN/inf are zeroed and the item marked `nonfinite` (a quality anomaly).
 """
 
 from __future__ import annotations
@@ -37,4 +38,7 @@ def guarded_render(
         for i, wave in zip(bad, redone, strict=True):
             items[i].reran_fp32 = True
             waves[i] = wave
+    for item, wave in zip(items, waves, strict=True):
+        # Still NaN/inf after any float32 re-run: zeroed below, reported as a quality anomaly.
+        item.nonfinite = not bool(np.isfinite(wave).all())
     return [np.clip(np.nan_to_num(w, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0) for w in waves]

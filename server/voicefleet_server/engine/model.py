@@ -57,6 +57,8 @@ class SynthesisItem:
     speaker_embedding: np.ndarray | None = None
     # Filled in by the model for observability: whether it needed the float32 re-run.
     reran_fp32: bool = field(default=False)
+    # Set by the guard when the final render still held NaN/inf samples (zeroed).
+    nonfinite: bool = field(default=False)
     # Test-only marker read by `engine.faults` (None unless --fault-injection is on).
     fault: str | None = field(default=None)
 
