@@ -64,6 +64,35 @@ def test_decodes_the_accepted_formats_to_mono(fmt: str) -> None:
     assert len(resample(samples, rate, 16000)) == pytest.approx(len(samples) * 16000 / 44100, 1)
 
 
+def encoded_with_ffmpeg(seconds: float, container: str, codec: str) -> bytes:
+    """A clip as phones (m4a/aac) and browsers (webm/opus) record them."""
+    import av
+
+    rate = 48000
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.4 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").reshape(1, -1)
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            muxer.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("container", "codec"), [("mp4", "aac"), ("webm", "libopus")])
+def test_decodes_phone_and_browser_recordings(container: str, codec: str) -> None:
+    samples, rate = decode_reference(encoded_with_ffmpeg(1.0, container, codec), max_seconds=5)
+    assert rate == 48000 and abs(len(samples) / rate - 1.0) < 0.1
+
+
+def test_refuses_what_is_not_an_audio_file() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    with pytest.raises(InvalidAudio, match="not readable audio"):
+        decode_reference(png, max_seconds=5)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -1,11 +1,17 @@
 """Audio encoding for every response format, whole-file and streaming.
 
-soundfile's bundled libsndfile writes WAV, FLAC and Ogg/Opus; LAME (lameenc) writes
-MP3 as plain CBR frames that concatenate, which libsndfile's MP3 writer cannot (its
-VBR tag counts frames at close). Whole files get exact headers. Streams send bytes as
-segments arrive: WAV with the conventional 0xFFFFFFFF "unknown size" header, PCM raw
-16-bit little-endian, MP3 frames, Ogg/Opus pages. FLAC needs its length in its
-header, so a streamed FLAC arrives in one piece when complete.
+WAV and raw PCM are written here (a 44-byte header and 16-bit samples). FLAC, MP3, Ogg/Opus
+and AAC (ADTS) go through FFmpeg's encoders and muxers as bundled in the `av` wheel; its
+resampler brings the audio to a rate the codec accepts, keeping filter state across a
+stream's chunks (no clicks at segment boundaries). Every format starts from the same
+16-bit samples, so wav, pcm and flac carry identical audio.
+
+Whole files are muxed into a seekable buffer, so headers are exact (FLAC's STREAMINFO
+length, MP3's Xing frame count). Streams are muxed into a write-only sink: the muxers
+then write their streaming forms and the bytes leave as they are made: WAV with the
+conventional 0xFFFFFFFF "unknown size" header, PCM, MP3 frames, Ogg pages (at most
+`OGG_PAGE_US` of audio each) and ADTS frames. A FLAC without its length in the header
+is unreadable to libsndfile, so a streamed FLAC arrives in one piece when complete.
 """
 
 from __future__ import annotations
@@ -13,40 +19,53 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from math import gcd
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import BinaryIO
 
-import lameenc
+import av
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
+
+# An Ogg page is flushed once it holds this much audio (FFmpeg's default, 1 s, would hold
+# back a streamed segment's audio until the next one).
+OGG_PAGE_US = 100_000
+LAME_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200)
 
 
 @dataclass(frozen=True, slots=True)
 class AudioFormat:
     name: str
     media_type: str
-    container: str | None  # soundfile format; None for raw PCM
-    subtype: str | None
+    codec: str | None = None  # FFmpeg encoder; None for wav and pcm (written here)
+    container: str | None = None  # FFmpeg muxer
     # Sample rates the codec accepts; the audio is resampled up to the nearest one.
     rates: tuple[int, ...] | None = None
+    bit_rate: int | None = None
+    muxer_options: tuple[tuple[str, str], ...] = field(default=())
+    # The header needs the length, so a stream of it is sent whole at the end.
+    streams_whole: bool = False
 
 
 FORMATS: dict[str, AudioFormat] = {
-    "wav": AudioFormat("wav", "audio/wav", "WAV", "PCM_16"),
-    "pcm": AudioFormat("pcm", "audio/pcm", None, None),
-    "flac": AudioFormat("flac", "audio/flac", "FLAC", "PCM_16"),
-    "mp3": AudioFormat(
-        "mp3",
-        "audio/mpeg",
-        "MP3",
-        None,
-        (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "wav": AudioFormat("wav", "audio/wav"),
+    "pcm": AudioFormat("pcm", "audio/pcm"),
+    "flac": AudioFormat("flac", "audio/flac", "flac", "flac", streams_whole=True),
+    "mp3": AudioFormat("mp3", "audio/mpeg", "libmp3lame", "mp3", LAME_RATES, 64_000),
+    "opus": AudioFormat(
+        "opus",
+        "audio/ogg",
+        "libopus",
+        "ogg",
+        OPUS_RATES,
+        32_000,
+        (("page_duration", str(OGG_PAGE_US)),),
     ),
-    "opus": AudioFormat("opus", "audio/ogg", "OGG", "OPUS", (8000, 12000, 16000, 24000, 48000)),
+    "aac": AudioFormat("aac", "audio/aac", "aac", "adts", AAC_RATES, 64_000),
 }
-# OpenAI lists aac; libsndfile has no AAC encoder, so it is refused with a clear 400.
-UNSUPPORTED_FORMATS = {"aac": "aac has no encoder in this build; use mp3, opus, flac, wav or pcm"}
+# Formats OpenAI lists that this build cannot write, with the reason (none at present).
+UNSUPPORTED_FORMATS: dict[str, str] = {}
 
 
 def output_rate(fmt: AudioFormat, rate: int) -> int:
@@ -56,49 +75,10 @@ def output_rate(fmt: AudioFormat, rate: int) -> int:
     return min(higher) if higher else max(fmt.rates)
 
 
-def resample(samples: np.ndarray, source: int, target: int) -> np.ndarray:
-    if source == target or samples.size == 0:
-        return samples
-    divisor = gcd(source, target)
-    return resample_poly(samples, target // divisor, source // divisor).astype(np.float32)
-
-
 def to_pcm16(samples: np.ndarray) -> bytes:
     clipped = np.clip(samples, -1.0, 1.0)
-    # Rounded like libsndfile, so a pcm response equals the samples of the same wav.
+    # Rounded, not truncated, so every format carries the same samples as the wav.
     return np.rint(clipped * 32767.0).astype("<i2").tobytes()
-
-
-MP3_BITRATE_KBPS = 64
-
-
-def _mp3_encoder(rate: int) -> lameenc.Encoder:
-    encoder = lameenc.Encoder()
-    encoder.set_bit_rate(MP3_BITRATE_KBPS)
-    encoder.set_in_sample_rate(rate)
-    encoder.set_channels(1)
-    encoder.set_quality(2)
-    return encoder
-
-
-def encode(samples: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
-    """A complete file in `fmt`."""
-    if fmt.container is None:
-        return to_pcm16(samples)
-    if fmt.name == "mp3":
-        target = output_rate(fmt, rate)
-        encoder = _mp3_encoder(target)
-        return bytes(encoder.encode(to_pcm16(resample(samples, rate, target)))) + bytes(
-            encoder.flush()
-        )
-    target = output_rate(fmt, rate)
-    audio = resample(samples, rate, target)
-    if fmt.subtype == "PCM_16":
-        # Quantize here rather than in libsndfile, so wav, flac and pcm carry identical samples.
-        audio = np.frombuffer(to_pcm16(audio), dtype="<i2")
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, target, format=fmt.container, subtype=fmt.subtype)
-    return buffer.getvalue()
 
 
 def wav_header(rate: int, samples: int | None = None) -> bytes:
@@ -128,98 +108,101 @@ def join_with_pauses(waves: Sequence[np.ndarray], pause_samples: int) -> np.ndar
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
-class _AppendOnlySink(io.RawIOBase):
-    """A seekable sink that hands out only bytes past what was already sent.
-
-    libsndfile seeks back at close to patch lengths into headers that are already on
-    the wire; those patches are dropped (the headers keep 'unknown length')."""
+class _WriteOnlySink:
+    """Collects what the muxer writes until taken. It has no `seek`, so FFmpeg's muxers
+    write their streaming forms instead of patching headers already on the wire."""
 
     def __init__(self) -> None:
         self._data = bytearray()
-        self._pos = 0
-        self._sent = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def write(self, chunk: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        data = bytes(chunk)
-        end = self._pos + len(data)
-        if end > len(self._data):
-            self._data.extend(b"\0" * (end - len(self._data)))
-        if end > self._sent:
-            start = max(self._pos, self._sent)
-            self._data[start:end] = data[start - self._pos :]
-        self._pos = end
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
-        self._pos = base + offset
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+    def write(self, chunk: bytes | bytearray | memoryview) -> int:
+        self._data += chunk
+        return len(chunk)
 
     def take(self) -> bytes:
-        out = bytes(self._data[self._sent :])
-        self._sent = len(self._data)
+        out = bytes(self._data)
+        self._data.clear()
         return out
 
 
-class StreamEncoder:
-    """Encodes audio chunk by chunk; `feed` and `finish` return bytes ready to send."""
+class _Muxer:
+    """One FFmpeg encoder + muxer writing 16-bit mono audio into `out`."""
 
-    def __init__(self, fmt: AudioFormat, rate: int) -> None:
+    def __init__(self, fmt: AudioFormat, rate: int, out: BinaryIO | _WriteOnlySink) -> None:
+        assert fmt.codec is not None and fmt.container is not None
+        self._rate = rate
+        self._fed = 0
+        self._container = av.open(out, "w", format=fmt.container, options=dict(fmt.muxer_options))
+        stream = self._container.add_stream(fmt.codec, rate=output_rate(fmt, rate), layout="mono")
+        assert isinstance(stream, av.AudioStream)
+        self._stream: av.AudioStream = stream
+        if fmt.bit_rate is not None:
+            self._stream.bit_rate = fmt.bit_rate
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        pcm = np.frombuffer(to_pcm16(samples), dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = self._rate
+        frame.pts = self._fed
+        frame.time_base = Fraction(1, self._rate)
+        self._fed += pcm.shape[1]
+        # The codec context re-frames (AAC takes 1024 samples a frame) and resamples.
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+
+
+def encode(samples: np.ndarray, rate: int, fmt: AudioFormat) -> bytes:
+    """A complete file in `fmt`, with exact headers."""
+    if fmt.name == "pcm":
+        return to_pcm16(samples)
+    if fmt.name == "wav":
+        return wav_header(rate, len(samples)) + to_pcm16(samples)
+    out = io.BytesIO()
+    muxer = _Muxer(fmt, rate, out)
+    muxer.write(samples)
+    muxer.close()
+    return out.getvalue()
+
+
+class StreamEncoder:
+    """Encodes audio chunk by chunk; `feed` and `finish` return bytes ready to send.
+
+    With `out` (a seekable file), the encoded file is written there instead and both
+    return nothing: a whole file made piece by piece, with exact headers."""
+
+    def __init__(self, fmt: AudioFormat, rate: int, out: BinaryIO | None = None) -> None:
         self._fmt = fmt
         self._rate = rate
-        self._target = output_rate(fmt, rate)
         self._started = False
-        self._sink: _AppendOnlySink | None = None
-        self._writer: sf.SoundFile | None = None
-        self._mp3: lameenc.Encoder | None = None
-        self._held: list[np.ndarray] = []
+        self._whole = io.BytesIO() if out is None and fmt.streams_whole else None
+        self._sink = _WriteOnlySink()
+        target = out if out is not None else self._whole
+        self._muxer = None if fmt.codec is None else _Muxer(fmt, rate, target or self._sink)
 
     def feed(self, samples: np.ndarray) -> bytes:
-        if self._fmt.container is None:
-            return to_pcm16(samples)
-        if self._fmt.name == "wav":
-            header = b"" if self._started else wav_header(self._rate)
+        if self._muxer is None:
+            pcm = to_pcm16(samples)
+            if self._fmt.name == "wav" and not self._started:
+                pcm = wav_header(self._rate) + pcm
             self._started = True
-            return header + to_pcm16(samples)
-        if self._fmt.name == "flac":
-            self._held.append(samples)
-            return b""
-        if self._fmt.name == "mp3":
-            if self._mp3 is None:
-                self._mp3 = _mp3_encoder(self._target)
-            return bytes(self._mp3.encode(to_pcm16(resample(samples, self._rate, self._target))))
-        if self._writer is None:
-            self._sink = _AppendOnlySink()
-            self._writer = sf.SoundFile(
-                self._sink,
-                "w",
-                samplerate=self._target,
-                channels=1,
-                format=self._fmt.container,
-                subtype=self._fmt.subtype,
-            )
-        self._writer.write(resample(samples, self._rate, self._target))
-        assert self._sink is not None
+            return pcm
+        self._muxer.write(samples)
         return self._sink.take()
 
     def finish(self) -> bytes:
-        if self._fmt.name == "flac":
-            return encode(np.concatenate(self._held), self._rate, self._fmt) if self._held else b""
-        if self._mp3 is not None:
-            return bytes(self._mp3.flush())
-        if self._writer is None or self._sink is None:
-            return b""
-        self._writer.close()
+        if self._muxer is None:
+            # A stream with no audio is still a valid (empty) wav.
+            empty = self._fmt.name == "wav" and not self._started
+            self._started = True
+            return wav_header(self._rate) if empty else b""
+        self._muxer.close()
+        if self._whole is not None:
+            return self._whole.getvalue()
         return self._sink.take()

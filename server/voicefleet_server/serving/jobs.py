@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import soundfile as sf
 
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine.batcher import EngineStopped, QueueFull
@@ -561,13 +560,13 @@ async def _whole_audio(
         async for piece in pieces():
             yield piece
         return
-    if fmt.name == "flac":  # FLAC needs its length up front: spool to disk, not memory.
+    if fmt.streams_whole:  # FLAC needs its length up front: spool to disk, not memory.
         with tempfile.TemporaryFile() as spool:
-            with sf.SoundFile(
-                spool, "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16"
-            ) as out:
-                async for piece in pieces():
-                    await asyncio.to_thread(out.write, np.frombuffer(piece, dtype="<i2"))
+            whole = StreamEncoder(fmt, rate, out=spool)
+            async for piece in pieces():
+                samples = np.frombuffer(piece, dtype="<i2").astype(np.float32) / 32767.0
+                await asyncio.to_thread(whole.feed, samples)
+            await asyncio.to_thread(whole.finish)
             spool.seek(0)
             while block := await asyncio.to_thread(spool.read, 1 << 16):
                 yield block

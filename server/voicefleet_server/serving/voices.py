@@ -1,6 +1,6 @@
 """Voices from reference audio: validate an upload, embed it once, keep it for every replica.
 
-An upload is decoded (wav, flac, mp3, ogg via soundfile), checked (size, length, not
+An upload is decoded (wav, flac, mp3, ogg, m4a, webm via FFmpeg), checked (size, length, not
 silent), mixed to mono and resampled to the speaker encoder's rate. Its id comes from a
 hash of the decoded audio, so the same clip uploaded twice (even re-encoded losslessly)
 gets the same id and the encoder runs once. Embeddings live in Redis (`voice:<id>`, no
@@ -74,28 +74,62 @@ def is_voice_id(name: str) -> bool:
     return name.startswith(ID_PREFIX)
 
 
+# Demuxers an upload may use: the common audio files and phone / browser recordings.
+# Anything else FFmpeg could open (video, images, playlists) is refused before decoding.
+ACCEPTED_CONTAINERS = frozenset(
+    {"wav", "flac", "mp3", "ogg", "aac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
+)
+ACCEPTED_NAMES = "wav, flac, mp3, ogg/opus, m4a/aac or webm"
+
+
 def decode_reference(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and their rate, or `InvalidAudio` saying what is wrong."""
-    import soundfile
+    """Mono float32 samples and their rate, or `InvalidAudio` saying what is wrong.
+
+    Decoded with FFmpeg (the `av` wheel), stopping as soon as the clip runs past
+    `max_seconds`: a small file that decodes to hours of audio is refused early."""
+    import av
 
     if not data:
         raise InvalidAudio("the uploaded file is empty", param="file")
     try:
-        info = soundfile.info(io.BytesIO(data))
-    except Exception as exc:
+        container = av.open(io.BytesIO(data), "r")
+    except (av.FFmpegError, ValueError, OSError) as exc:
         raise InvalidAudio(
-            "the file is not readable audio; upload wav, flac, mp3 or ogg", param="file"
+            f"the file is not readable audio; upload {ACCEPTED_NAMES}", param="file"
         ) from exc
-    if info.duration > max_seconds:
-        raise InvalidAudio(
-            f"the clip is {info.duration:.1f} s long; the limit is {max_seconds:g} s",
-            param="file",
-        )
-    try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise InvalidAudio(f"the audio could not be decoded: {exc}", param="file") from exc
-    mono = samples.mean(axis=1).astype(np.float32)
+    with container:
+        audio = container.streams.audio
+        if container.format.name not in ACCEPTED_CONTAINERS or not audio:
+            raise InvalidAudio(
+                f"the file is not readable audio; upload {ACCEPTED_NAMES}", param="file"
+            )
+        stream = audio[0]
+        rate = int(stream.codec_context.sample_rate or 0)
+        declared = None if container.duration is None else container.duration / 1_000_000
+        if declared is not None and declared > max_seconds + 0.05:
+            raise InvalidAudio(
+                f"the clip is {declared:.1f} s long; the limit is {max_seconds:g} s",
+                param="file",
+            )
+        # Mono float32 at the clip's own rate, whatever the codec's layout and format.
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate or None)
+        pieces: list[np.ndarray] = []
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    rate = rate or int(out.sample_rate)
+                    pieces.append(out.to_ndarray().reshape(-1))
+                    count += pieces[-1].size
+                if rate and count > max_seconds * rate + rate // 20:
+                    raise InvalidAudio(
+                        f"the clip is longer than the limit of {max_seconds:g} s", param="file"
+                    )
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1))
+        except (av.FFmpegError, ValueError) as exc:
+            raise InvalidAudio(f"the audio could not be decoded: {exc}", param="file") from exc
+    mono = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
     seconds = len(mono) / rate if rate else 0.0
     if seconds < MIN_SECONDS:
         raise InvalidAudio(
