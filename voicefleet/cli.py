@@ -23,6 +23,12 @@ def _make_tiny_model(argv: Sequence[str]) -> int:
     return make_tiny_model_main(argv)
 
 
+def _fetch_model(argv: Sequence[str]) -> int:
+    from voicefleet_server.fetch_model import fetch_model_main
+
+    return fetch_model_main(argv)
+
+
 def _operator(argv: Sequence[str]) -> int:
     from voicefleet_operator.cli import operator_main
 
@@ -38,6 +44,10 @@ def _bench(argv: Sequence[str]) -> int:
 _COMMANDS = {
     "serve": (_serve, "run the TTS server (OpenAI-compatible API)"),
     "make-tiny-model": (_make_tiny_model, "write a tiny random-weight VITS checkpoint"),
+    "fetch-model": (
+        _fetch_model,
+        "download or copy a model into a cache directory that pods load offline",
+    ),
     "operator": (_operator, "run the kopf operator for VoiceService resources"),
     "bench": (_bench, "drive a running server with open-loop load and report"),
 }
