@@ -209,3 +209,110 @@ async def test_fairness_holds_when_the_slot_underestimates_model_calls() -> None
     assert done_long <= 6, f"the one-liner waited behind {done_long} of 20 long segments"
     await asyncio.gather(*long_futures)
     await engine.close()
+
+
+async def test_a_streamed_paragraphs_first_segment_runs_alone_where_batches_cost_more() -> None:
+    """Bench finding F3: with max batch 8 a paragraph's segments shared one batch, so its
+    first audio waited for all of them. With request share 1 (a CPU) each runs alone."""
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=8, window_s=0.0)
+    engine.start()
+    await asyncio.gather(*engine.submit([item(i) for i in range(10, 14)]))
+    assert model.batches == [[10], [11], [12], [13]]
+    await engine.close()
+
+
+async def test_a_request_fills_its_share_where_batching_is_cheap() -> None:
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=8, window_s=0.0)
+    engine.set_limits(BatchLimits(8, 10_000, 0.0, request_share=4))
+    engine.start()
+    await asyncio.gather(*engine.submit([item(i) for i in range(10, 16)]))
+    assert model.batches == [[10, 11, 12, 13], [14, 15]]
+    await engine.close()
+
+
+async def test_a_newcomer_gets_a_place_in_the_next_batch_ahead_of_a_long_texts_own() -> None:
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=4, window_s=0.0)
+    engine.set_limits(BatchLimits(4, 10_000, 0.0, request_share=4))
+    model.release.clear()
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(12)])
+    await asyncio.sleep(0.05)  # the first batch of 4 is in the (held) model
+    newcomer = engine.submit([item(99)])[0]
+    model.release.set()
+    await newcomer
+    assert model.batches[0] == [1, 1, 1, 1]
+    assert 99 in model.batches[1]
+    await asyncio.gather(*long_futures)
+    await engine.close()
+
+
+async def test_idle_calls_run_only_when_no_segment_waits() -> None:
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    order: list[str] = []
+    model.release.clear()
+    engine.start()
+    segments = engine.submit([item(1), item(2), item(3)])
+    await asyncio.sleep(0.05)  # segment 1 is in the (held) model; 2 and 3 wait
+    probe = engine.run_when_idle(lambda: order.append(f"probe after {len(model.batches)}"))
+    model.release.set()
+    await asyncio.gather(*segments, probe)
+    assert order == ["probe after 3"]
+    await engine.close()
+
+
+async def test_a_segment_arriving_during_an_idle_call_runs_before_the_next_one() -> None:
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    gate = threading.Event()
+    order: list[str] = []
+
+    def first_probe() -> None:
+        gate.wait(5)
+        order.append(f"probe 1 after {len(model.batches)} batches")
+
+    def second_probe() -> None:
+        order.append(f"probe 2 after {len(model.batches)} batches")
+
+    engine.start()
+    probes = [engine.run_when_idle(first_probe), engine.run_when_idle(second_probe)]
+    await asyncio.sleep(0.05)  # probe 1 runs (held)
+    segment = engine.submit([item(7)])[0]
+    gate.set()
+    await asyncio.gather(segment, *probes)
+    assert order == ["probe 1 after 0 batches", "probe 2 after 1 batches"]
+    await engine.close()
+
+
+async def test_idle_calls_end_when_the_engine_drains() -> None:
+    model = FakeModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    model.release.clear()
+    engine.start()
+    segment = engine.submit([item(1)])[0]
+    await asyncio.sleep(0.05)
+    probe = engine.run_when_idle(lambda: "measured")
+    engine.stop_accepting()
+    with pytest.raises(EngineStopped):
+        await probe
+    with pytest.raises(EngineStopped):
+        engine.run_when_idle(lambda: "too late")
+    model.release.set()
+    await segment
+    await engine.close()
+
+
+async def test_an_idle_call_returns_its_result_and_its_exception() -> None:
+    engine = engine_for(FakeModel())
+    engine.start()
+    assert await engine.run_when_idle(lambda: 42) == 42
+
+    def broken() -> None:
+        raise ValueError("probe failed")
+
+    with pytest.raises(ValueError, match="probe failed"):
+        await engine.run_when_idle(broken)
+    await engine.close()

@@ -13,8 +13,9 @@ LIMITS = BatchLimits(max_batch_size=4, max_padded_tokens=1000, window_s=0.05)
 
 
 def request(first_key: int, arrival: float, lengths: list[int], slo: float = 0.5) -> list[Waiting]:
+    """One request's segments; keys from `first_key`, which also names the request."""
     return [
-        Waiting(first_key + i, n, arrival, segment_deadline(arrival, i, slo))
+        Waiting(first_key + i, n, arrival, segment_deadline(arrival, i, slo), request=first_key)
         for i, n in enumerate(lengths)
     ]
 
@@ -34,8 +35,45 @@ def test_a_short_request_runs_between_a_long_requests_segments() -> None:
 def test_a_background_request_yields_to_interactive_work() -> None:
     job = request(0, arrival=0.0, lengths=[50] * 5, slo=5.0)
     interactive = request(100, arrival=1.0, lengths=[50, 50])
-    limits = BatchLimits(max_batch_size=2, max_padded_tokens=1000, window_s=0.0)
-    assert plan_batch(job + interactive, limits, now=1.0).batch == (100, 101)
+    limits = BatchLimits(max_batch_size=1, max_padded_tokens=1000, window_s=0.0)
+    assert plan_batch(job + interactive, limits, now=1.0).batch == (100,)
+    assert plan_batch(job + interactive[1:], limits, now=1.1).batch == (101,)
+    assert plan_batch(job, limits, now=1.2).batch == (0,)
+
+
+def test_every_waiting_request_gets_a_place_before_any_request_gets_a_second() -> None:
+    long_text = request(0, arrival=0.0, lengths=[50] * 30)
+    newcomer = request(100, arrival=9.0, lengths=[50])  # due after all 30: the text is early
+    limits = BatchLimits(max_batch_size=4, max_padded_tokens=10_000, window_s=0.0, request_share=4)
+    batch = plan_batch(long_text + newcomer, limits, now=9.0).batch
+    # The text is most urgent, but its own later segments do not fill the places ahead
+    # of the newcomer: one place each first, then the text fills what is left.
+    assert batch == (0, 100, 1, 2)
+
+
+def test_a_request_fills_a_batch_only_up_to_its_share() -> None:
+    paragraph = request(0, arrival=0.0, lengths=[50] * 6)
+    cpu = BatchLimits(max_batch_size=8, max_padded_tokens=10_000, window_s=0.0)
+    # Where a batch of n costs n segments (share 1), a streamed paragraph's first segment
+    # runs alone, so its first audio does not wait for its later segments.
+    assert plan_batch(paragraph, cpu, now=0.0).batch == (0,)
+    gpu = BatchLimits(max_batch_size=8, max_padded_tokens=10_000, window_s=0.0, request_share=4)
+    assert plan_batch(paragraph, gpu, now=0.0).batch == (0, 1, 2, 3)
+
+
+def test_several_requests_share_a_batch_one_segment_each() -> None:
+    a = request(0, arrival=0.0, lengths=[40] * 3)
+    b = request(10, arrival=0.1, lengths=[40] * 3)
+    c = request(20, arrival=0.2, lengths=[40])
+    limits = BatchLimits(max_batch_size=8, max_padded_tokens=10_000, window_s=0.0)
+    assert plan_batch(a + b + c, limits, now=0.3).batch == (0, 10, 20)
+
+
+def test_a_batch_left_short_by_the_share_closes_without_waiting_for_the_window() -> None:
+    paragraph = request(0, arrival=0.0, lengths=[50] * 3)
+    limits = BatchLimits(max_batch_size=8, max_padded_tokens=10_000, window_s=5.0)
+    # Waiting would not let segment 1 join: the share rule, not lack of company, left it out.
+    assert plan_batch(paragraph, limits, now=0.0).batch == (0,)
 
 
 def test_waits_for_the_window_measured_from_the_oldest_segment() -> None:

@@ -16,6 +16,7 @@ the health probe how long it has been stuck, so Kubernetes restarts a pod that h
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import itertools
@@ -65,6 +66,7 @@ class EngineStopped(Exception):
 
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 _thread_state = threading.local()
 _Job = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
 
@@ -138,6 +140,7 @@ class _Segment:
     future: asyncio.Future[np.ndarray]
     enqueued_at: float
     index: int  # position in its request: segment k is due (k + 1) slots after arrival
+    request: int  # which request it belongs to (the scheduler shares batches among requests)
     slo_scale: float
     group: str
     estimated_audio_s: float
@@ -151,7 +154,9 @@ class _Segment:
             # segment finished, not in the past: overdue segments cannot pile up ahead of
             # newcomers (who arrived before that finish), whatever the model-call time does.
             deadline = max(deadline, self.progress.last_finished + slot)
-        return Waiting(self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group)
+        return Waiting(
+            self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group, self.request
+        )
 
 
 @dataclass
@@ -200,6 +205,7 @@ class Engine:
     def __post_init__(self) -> None:
         self._waiting: dict[int, _Segment] = {}
         self._keys = itertools.count()
+        self._requests = itertools.count()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -211,7 +217,11 @@ class Engine:
         self._workers = itertools.count()
         self._worker = self._new_worker()
         # Workers given up on after a batch timeout whose call has not returned yet.
-        self._abandoned: list[_ModelWorker[list[np.ndarray | BaseException]]] = []
+        self._abandoned: list[_ModelWorker[Any]] = []
+        # Calls that run on the worker only while no segment waits (start-up tuning probes).
+        self._idle_calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -222,6 +232,7 @@ class Engine:
 
     def stop_accepting(self) -> None:
         self._accepting = False
+        self._fail_idle_calls(EngineStopped("the server is draining"))
 
     @property
     def accepting(self) -> bool:
@@ -240,6 +251,7 @@ class Engine:
             if not segment.future.done():
                 segment.future.set_exception(EngineStopped("the server is shutting down"))
         self._waiting.clear()
+        self._fail_idle_calls(EngineStopped("the server is shutting down"))
         self._worker.stop()
         # Let a running batch finish, but never wait on a call the deadline gave up on.
         timeout = None if self.batch_timeout_s <= 0 else self.batch_timeout_s
@@ -278,18 +290,38 @@ class Engine:
         now = time.monotonic()
         futures: list[asyncio.Future[np.ndarray]] = []
         progress = _Progress()
+        request = next(self._requests)
         for index, item in enumerate(items):
             key = next(self._keys)
             future: asyncio.Future[np.ndarray] = loop.create_future()
             estimate = len(item.token_ids) * self.stats.seconds_per_token / max(item.speed, 1e-3)
             self._waiting[key] = _Segment(
-                key, item, future, now, index, slo_scale, group, estimate, progress
+                key, item, future, now, index, request, slo_scale, group, estimate, progress
             )
             futures.append(future)
         self._idle.clear()
         self._publish_queue()
         self._wakeup.set()
         return futures
+
+    def run_when_idle(self, fn: Callable[[], _R]) -> asyncio.Future[_R]:
+        """Run `fn` on the model worker thread the next time no segment is waiting.
+
+        For start-up tuning probes: they time the real model on the real worker thread,
+        never run beside a batch, and never start while a segment waits (one that arrives
+        during a probe waits for it, as for a batch in flight). Calls run in order.
+        """
+        if not self._accepting:
+            raise EngineStopped("the server is draining")
+        future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+        self._idle_calls.append((fn, future))
+        self._wakeup.set()
+        return future
+
+    def set_limits(self, limits: BatchLimits) -> None:
+        """New batch limits (from tuning); the next batch formed follows them."""
+        self.limits = limits
+        self.metrics.max_batch_size.set(limits.max_batch_size)
 
     @property
     def deadline_slot_s(self) -> float:
@@ -308,6 +340,9 @@ class Engine:
 
     async def _schedule(self) -> None:
         while True:
+            if not self._waiting and self._idle_calls:
+                await self._run_idle_call(*self._idle_calls.popleft())
+                continue
             decision = plan_batch(
                 [s.view(self.deadline_slot_s) for s in self._waiting.values()],
                 self.limits,
@@ -368,14 +403,38 @@ class Engine:
         if not timed_out:
             self.stats.observe(sum(token_counts), audio_s, wall)
 
+    async def _run_idle_call(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+        if future.done():  # cancelled by its caller
+            return
+        worker = self._worker
+        call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn)))
+        if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
+            self._give_up_on_worker(call, 0)
+            if not future.done():
+                message = f"the model did not finish within {self.batch_timeout_s:g}s"
+                future.set_exception(SynthesisTimeout(message))
+            return
+        try:
+            result = await call
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    def _fail_idle_calls(self, exc: Exception) -> None:
+        while self._idle_calls:
+            _, future = self._idle_calls.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
     # ---- batch deadline --------------------------------------------------------------
 
-    def _new_worker(self) -> _ModelWorker[list[np.ndarray | BaseException]]:
+    def _new_worker(self) -> _ModelWorker[Any]:
         return _ModelWorker(f"voicefleet-model-{next(self._workers)}")
 
-    async def _within_deadline(
-        self, job: asyncio.Future[list[np.ndarray | BaseException]], worker: _ModelWorker[Any]
-    ) -> bool:
+    async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:
         """Wait for `job`; False once one of its model calls has run past the deadline."""
         while not job.done():
             started = worker.call_started or time.monotonic()
@@ -386,7 +445,7 @@ class Engine:
         return True
 
     def _give_up_on_worker(
-        self, job: asyncio.Future[list[np.ndarray | BaseException]], size: int
+        self, job: asyncio.Future[Any], size: int
     ) -> list[np.ndarray | BaseException]:
         """Fail a batch past its deadline and carry on with a fresh worker thread."""
         log.error(
@@ -437,12 +496,16 @@ class Engine:
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
 
     def _call_model(self, items: list[SynthesisItem]) -> list[np.ndarray]:
+        return self._timed_call(lambda: self.model.synthesize(items))
+
+    @staticmethod
+    def _timed_call(fn: Callable[[], _R]) -> _R:
         """One model call, timed for the batch deadline (`_within_deadline`)."""
         worker = _ModelWorker.current()
         if worker is not None:
             worker.call_started = time.monotonic()
         try:
-            return self.model.synthesize(items)
+            return fn()
         finally:
             if worker is not None:
                 worker.call_started = None

@@ -86,7 +86,9 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(device: str, dtype: str) -> Precision:
-    """`auto`: float16 on CUDA, bfloat16 autocast on CPUs with native bf16, else float32."""
+    """The precision a model loads with. `auto`: float16 on CUDA; float32 on CPU, where
+    start-up tuning (engine/tuning.py) switches to bf16 autocast only if it measures it
+    clearly faster with the same output (it was slower on fresh shapes: bench finding F1)."""
     if dtype not in {"auto", "float32", "float16", "bfloat16"}:
         raise ValueError(f"unknown dtype {dtype!r} (auto, float32, float16, bfloat16)")
     if dtype == "float32":
@@ -96,7 +98,7 @@ def resolve_precision(device: str, dtype: str) -> Precision:
     if dtype == "float16":
         # Measured: float16 on CPU is unusably slow; refuse rather than crawl.
         raise ValueError("float16 is not supported on CPU; use auto, bfloat16 or float32")
-    if dtype == "auto" and not cpu_supports_bf16():
+    if dtype == "auto":
         return Precision(device, None)
     return Precision(device, torch.bfloat16)
 

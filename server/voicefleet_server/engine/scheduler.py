@@ -9,6 +9,13 @@ is due at `arrival + (k + 1) * segment_slo_s`: a one-line request that arrives w
 long text is rendering is due long before that text's later segments, so it runs
 between them instead of waiting behind them (fair queueing without per-client state).
 Interactive requests get a tighter slo than background jobs through `priority`.
+
+Batch formation is fair too: every request with a segment waiting gets one place in the
+batch (in deadline order) before any request gets a second one, and a request gets more
+than one place only up to `request_share`, the batch size the device renders at about
+the cost of one segment (measured at start-up). On a CPU, where a batch of n costs about
+n segments, a request's later segments would only delay its own first audio and the
+requests behind it; on a GPU a long text still fills its batches.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ class BatchLimits:
     window_s: float
     # Joining a batch may not make it more than this share padding (length bucketing).
     max_padding_waste: float = 0.5
+    # Most segments of one request in one batch. 1 (the default) unless the device was
+    # measured to render that many segments for not much more than the price of one.
+    request_share: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,12 @@ class Waiting:
     deadline: float
     # Segments can share a model call only when their group matches (model family, dtype path).
     group: str = ""
+    # The request this segment belongs to (None: a request of its own).
+    request: int | None = None
+
+    @property
+    def owner(self) -> tuple[bool, int]:
+        return (False, self.key) if self.request is None else (True, self.request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +79,12 @@ def padding_waste(token_counts: Sequence[int]) -> float:
 def select_batch(waiting: Sequence[Waiting], limits: BatchLimits) -> list[Waiting]:
     """The batch to run if the device were free now.
 
-    Starts from the most urgent segment and adds others in deadline order when they
-    share its group, stay within the padded-token budget and keep padding waste low.
-    The most urgent segment always runs, even alone over budget (it cannot be split).
+    Starts from the most urgent segment. First pass: adds the most urgent segment of
+    every other request, in deadline order; second pass (only where places are left):
+    further segments of the requests already in, up to `request_share` each. Every
+    addition shares the head's group, stays within the padded-token budget and keeps
+    padding waste low. The most urgent segment always runs, even alone over budget (it
+    cannot be split).
     """
     if not waiting:
         return []
@@ -73,32 +92,42 @@ def select_batch(waiting: Sequence[Waiting], limits: BatchLimits) -> list[Waitin
     head = by_deadline[0]
     chosen = [head]
     lengths = [head.tokens]
-    for candidate in by_deadline[1:]:
-        if len(chosen) >= limits.max_batch_size:
-            break
-        if candidate.group != head.group:
-            continue
-        trial = [*lengths, candidate.tokens]
-        if padded_tokens(trial) > limits.max_padded_tokens:
-            continue
-        if padding_waste(trial) > limits.max_padding_waste:
-            continue
-        chosen.append(candidate)
-        lengths = trial
+    keys = {head.key}
+    share = {head.owner: 1}
+    for second_pass in (False, True):
+        for candidate in by_deadline[1:]:
+            if len(chosen) >= limits.max_batch_size:
+                return chosen
+            if candidate.group != head.group or candidate.key in keys:
+                continue
+            placed = share.get(candidate.owner, 0)
+            # First pass: requests not yet in the batch; second: more of those already in.
+            if (not 0 < placed < limits.request_share) if second_pass else placed:
+                continue
+            trial = [*lengths, candidate.tokens]
+            if padded_tokens(trial) > limits.max_padded_tokens:
+                continue
+            if padding_waste(trial) > limits.max_padding_waste:
+                continue
+            chosen.append(candidate)
+            keys.add(candidate.key)
+            lengths = trial
+            share[candidate.owner] = placed + 1
     return chosen
 
 
 def plan_batch(waiting: Sequence[Waiting], limits: BatchLimits, now: float) -> Decision:
-    """Close a batch when it is full, when the budget is reached, or when the window
-    measured from the oldest waiting segment has expired; otherwise say how long to wait."""
+    """Close a batch when it is full, when nothing else waiting could join it (budget,
+    padding, or request share), or when the window measured from the oldest waiting
+    segment has expired; otherwise say how long to wait for batch mates."""
     if not waiting:
         return Decision()
     batch = select_batch(waiting, limits)
     oldest = min(w.enqueued_at for w in waiting)
     window_left = oldest + limits.window_s - now
     full = len(batch) >= limits.max_batch_size
-    # Budget reached: another segment of the head's kind was left out only for lack of room.
-    budget_bound = len(batch) < sum(1 for w in waiting if w.group == batch[0].group)
-    if full or budget_bound or window_left <= 0:
+    # Another segment of the head's kind was left out: waiting longer would not add it.
+    left_out = len(batch) < sum(1 for w in waiting if w.group == batch[0].group)
+    if full or left_out or window_left <= 0:
         return Decision(batch=tuple(w.key for w in batch))
     return Decision(wait_s=window_left)
