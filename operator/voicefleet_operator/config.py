@@ -33,6 +33,8 @@ class OperatorConfig:
     # kopf lists namespaces and CRDs cluster-wide to follow them appearing. Turn it off where
     # the operator's RBAC is namespace-scoped (or against an API emulator without them).
     cluster_scanning: bool = True
+    # Port of the operator's own Prometheus /metrics (0: not served).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -70,4 +72,5 @@ class OperatorConfig:
             retry_base_delay=number("VOICEFLEET_RETRY_BASE_SECONDS", default.retry_base_delay),
             retry_max_delay=number("VOICEFLEET_RETRY_MAX_SECONDS", default.retry_max_delay),
             cluster_scanning=flag("VOICEFLEET_CLUSTER_SCANNING", default.cluster_scanning),
+            metrics_port=int(env.get("VOICEFLEET_METRICS_PORT") or default.metrics_port),
         )

@@ -25,6 +25,7 @@ from voicefleet_operator import guard, manifests, naming, scrape, status
 from voicefleet_operator import retry as retry_module
 from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import ApiException, Kube
+from voicefleet_operator.metrics import OperatorMetrics
 from voicefleet_operator.spec import ServiceSpec, SpecError, check_name, parse_spec
 
 RESOURCE = (naming.GROUP, naming.VERSION, naming.PLURAL)
@@ -48,6 +49,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo.kube = await asyncio.to_thread(Kube.from_environment)
     # Shared by reference with every object's copy of the memo: see `end_loops`.
     memo.exiting = threading.Event()
+    if memo.get("metrics") is None:
+        memo.metrics = OperatorMetrics()
+        if memo.config.metrics_port:
+            memo.metrics.serve(memo.config.metrics_port)
 
 
 @kopf.on.cleanup()
@@ -178,7 +183,19 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger | A
             await _update_status(memo, body, compute)
         except API_ERRORS as exc:
             result.api_error = result.api_error or _api_error(exc)
+        _observe(memo, body, result)
     return result
+
+
+def _observe(memo: kopf.Memo, body: kopf.Body, result: PassResult) -> None:
+    metrics: OperatorMetrics | None = memo.get("metrics")
+    if metrics is None:
+        return
+    namespace, name = body.metadata["namespace"], body.metadata["name"]
+    metrics.observe_service(namespace, name, body.get("spec") or {}, result.deployment)
+    for kind, error in (("spec", result.spec_error), ("api", result.api_error)):
+        if error:
+            metrics.reconcile_errors.labels(namespace, name, kind).inc()
 
 
 @kopf.on.resume(*RESOURCE)
@@ -212,6 +229,14 @@ async def _pause(stopped: kopf.DaemonStopped, memo: kopf.Memo, seconds: float) -
     deadline = loop.time() + seconds
     while _running(stopped, memo) and (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.25))
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+async def forget_metrics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted VoiceService's series go too (no finalizer: nothing to wait for)."""
+    metrics: OperatorMetrics | None = memo.get("metrics")
+    if metrics is not None:
+        metrics.forget(body.metadata["namespace"], body.metadata["name"])
 
 
 @kopf.daemon(*RESOURCE, cancellation_backoff=2, cancellation_timeout=5)
@@ -278,6 +303,8 @@ async def guard_round(
         if outcome in ("evicted", "deleted"):
             restarted = decision.restart
             state = guard.restarted(state, restarted, now)
+            if (metrics := memo.get("metrics")) is not None:
+                metrics.guard_restarts.labels(namespace, name).inc()
             logger.warning(decision.message)
             await asyncio.to_thread(
                 kube.post_event, body, reason="MemoryGuardRestart",

@@ -196,6 +196,11 @@ class Metrics:
         self.redis_up = Gauge(
             "voicefleet_redis_up", "1 when Redis is configured and reachable", registry=r
         )
+        self.redis_configured = Gauge(
+            "voicefleet_redis_configured",
+            "1 when --redis-url is set (tells 'Redis down' from 'no Redis' in alerts)",
+            registry=r,
+        )
         self.ready = Gauge("voicefleet_ready", "1 when the pod is ready for traffic", registry=r)
         self.max_batch_size = Gauge(
             "voicefleet_max_batch_size",

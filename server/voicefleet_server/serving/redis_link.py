@@ -38,6 +38,7 @@ class RedisLink:
         self.prefix = prefix
         self.replica = replica
         self.heartbeat_s = heartbeat_s
+        metrics.redis_configured.set(1)
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=0.5,
