@@ -24,12 +24,14 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
 fi
 
 if [[ $want_test_tools == 1 ]]; then
-  # Debian packages the tests drive for real: redis-server (cache, jobs, rate limits) and
-  # headless Chromium + its driver (the playground page test).
+  # Debian packages the tests drive for real: redis-server (cache, jobs, rate limits),
+  # headless Chromium + its driver (the playground page test) and prometheus.
   missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # Prometheus and promtool: the alert-rule tests and the real-Prometheus scrape test.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if (( ${#missing[@]} )); then
     echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
     SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"

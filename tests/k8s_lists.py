@@ -33,7 +33,8 @@ PORT_KEYS: tuple[tuple[str, ...], ...] = (("containerPort", "protocol"), ("port"
 
 
 def _key(item: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...] | None:
-    if not any(field in item for field in fields):
+    # Keyed by its first field (a container port has protocol but no `port`: not keyed by it).
+    if fields[0] not in item:
         return None
     # protocol defaults to TCP where the API server fills it in.
     return tuple(item.get(f, "TCP" if f == "protocol" else None) for f in fields)

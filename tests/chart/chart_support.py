@@ -37,6 +37,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "autoscaling": {"prometheusAdapter": {"enabled": True}, "keda": {"enabled": True}},
     },
+    "monitoring": {
+        "serviceMonitor": {"enabled": True},
+        "monitoring": {
+            "operatorMetrics": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+            "prometheusRule": {"enabled": True, "alertLabels": {"team": "speech"}},
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "folder": "TTS"},
+        },
+    },
     "overrides": {
         "fullnameOverride": "a-very-long-platform-team-release-name-that-goes-past-the-dns-limit",
         "commonLabels": {"team": "speech"},
