@@ -174,6 +174,18 @@ def test_openai_client_works_unchanged(server: ServerProcess, tmp_path: object) 
     ) as streamed:
         data = b"".join(streamed.iter_bytes())
     assert len(data) > 0 and len(data) % 2 == 0
+    # OpenAI's voice object, as the SDK sends custom voices, is the same voice.
+    by_name, by_object = (
+        client.audio.speech.create(
+            model="tts-1",
+            voice=voice,  # type: ignore[arg-type]
+            input="Hello from the SDK.",
+            response_format="pcm",
+            extra_body={"seed": 5},
+        ).content
+        for voice in ("nova", {"id": "nova"})
+    )
+    assert by_name and by_name == by_object
     models = client.models.list()
     assert [m.id for m in models.data]
     with pytest.raises(openai.BadRequestError) as bad:
@@ -196,6 +208,10 @@ BAD_REQUESTS = [
     ({"input": "日本語のみ"}, 400, "input"),
     ({"input": 42}, 400, "input"),
     ({"voice": "nobody"}, 400, "voice"),
+    ({"voice": {"id": "nobody"}}, 400, "voice"),
+    ({"voice": {"name": "alloy"}}, 400, "voice"),
+    ({"voice": {"id": ""}}, 400, "voice"),
+    ({"voice": ["alloy"]}, 400, "voice"),
     ({"response_format": "ogg-vorbis"}, 400, "response_format"),
     ({"speed": 0.1}, 400, "speed"),
     ({"speed": 1e9}, 400, "speed"),

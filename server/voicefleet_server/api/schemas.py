@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+
+def _voice_id(value: Any) -> Any:
+    """OpenAI passes custom voices as `{"id": "voice_..."}`; both forms become the id."""
+    if isinstance(value, dict):
+        if "id" not in value:
+            raise PydanticCustomError(
+                "voice_object",
+                'a voice object needs an "id" (a voice id from GET /v1/audio/voices)',
+            )
+        return value["id"]
+    return value
+
+
+# A voice as a name or id string, or as OpenAI's voice object {"id": ...}.
+VoiceRef = Annotated[
+    str,
+    Field(min_length=1, max_length=256),
+    BeforeValidator(_voice_id),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": 256},
+                {
+                    "type": "object",
+                    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 256}},
+                    "required": ["id"],
+                },
+            ],
+            "description": 'voice id or OpenAI voice name, as a string or as {"id": "..."}',
+        }
+    ),
+]
 
 
 class SpeechRequest(BaseModel):
@@ -19,10 +53,10 @@ class SpeechRequest(BaseModel):
         description="model id (or tts-1, tts-1-hd, gpt-4o-mini-tts)",
     )
     input: str = Field(..., description="text to speak (limit: --max-input-chars, 4096 by default)")
-    voice: str = Field(
-        ..., min_length=1, max_length=256, description="voice id, or an OpenAI voice name"
+    voice: VoiceRef
+    response_format: str = Field(
+        "mp3", description="mp3, opus, aac, wav, flac or pcm (16-bit LE mono)"
     )
-    response_format: str = Field("mp3", description="mp3, opus, wav, flac or pcm (16-bit LE mono)")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate, 0.25 to 4.0")
     stream_format: Literal["audio", "sse"] | None = Field(
         None, description="audio: chunked bytes as segments finish; sse: speech.audio.delta events"
@@ -36,6 +70,20 @@ class SpeechRequest(BaseModel):
         le=2**63 - 1,
         description="voicefleet extra: reproducible noise for this request",
     )
+
+
+class WordTimestamp(BaseModel):
+    word: str = Field(..., description="the word as written in the input")
+    start_time: float = Field(..., description="seconds from the start of the audio")
+    end_time: float = Field(..., description="seconds from the start of the audio")
+
+
+class CaptionedSpeech(BaseModel):
+    """Audio and its word timestamps in one answer (the shape Kokoro-FastAPI's clients use)."""
+
+    audio: str = Field(..., description="the whole audio file, base64")
+    format: str = Field(..., description="its response_format")
+    timestamps: list[WordTimestamp] = Field(..., description="words in input order")
 
 
 class ErrorBody(BaseModel):
@@ -95,13 +143,13 @@ class JobRequest(BaseModel):
     input: str = Field(
         ..., description="long text, or a script of `Speaker 1: ...` lines (--job-max-input-chars)"
     )
-    voice: str = Field("alloy", min_length=1, max_length=256, description="default voice")
-    voices: dict[str, str] = Field(
+    voice: VoiceRef = "alloy"
+    voices: dict[str, VoiceRef] = Field(
         default_factory=dict,
         max_length=64,
         description='speaker label -> voice, e.g. {"Speaker 1": "alloy", "Speaker 2": "echo"}',
     )
-    response_format: str = Field("mp3", description="mp3, opus, wav, flac or pcm")
+    response_format: str = Field("mp3", description="mp3, opus, aac, wav, flac or pcm")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate, 0.25 to 4.0")
     seed: int | None = Field(
         None, ge=0, le=2**62, description="reproducible noise; drawn at random when absent"
