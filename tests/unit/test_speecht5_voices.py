@@ -14,6 +14,7 @@ import soundfile
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving.errors import InputTooLarge, InvalidAudio, NotFound
+from voicefleet_server.serving.tenancy import ANYONE, Principal, key_id
 from voicefleet_server.serving.voices import (
     UploadedVoice,
     VoiceLibrary,
@@ -153,3 +154,39 @@ def test_records_round_trip_through_json() -> None:
     back = UploadedVoice.from_json(voice.to_json())
     assert (back.id, back.name, back.duration, back.created_at) == ("voice_x", "n", 1.5, 12.0)
     np.testing.assert_array_equal(back.embedding, voice.embedding)
+
+
+def test_voices_belong_to_the_key_that_uploaded_them(
+    library: tuple[VoiceLibrary, FakeEncoder],
+) -> None:
+    lib, fake = library
+    alice, bob = Principal(key_id("alice-key")), Principal(key_id("bob-key"))
+    admin = Principal(key_id("admin-key"), admin=True)
+
+    async def scenario() -> None:
+        a = await lib.upload("a", encoded(1.0), alice)
+        b = await lib.upload("b", encoded(1.0), bob)  # the same clip: a voice of bob's own
+        assert a.id != b.id and a.owner == key_id("alice-key") and fake.runs == 2
+        assert "alice-key" not in a.to_json()  # the key itself is stored nowhere
+        assert [v.id for v in await lib.list(alice)] == [a.id]
+        assert [v.id for v in await lib.list(bob)] == [b.id]
+        assert {v.id for v in await lib.list(admin)} == {a.id, b.id}
+        assert lib.cached(a.id, alice) is a and lib.cached(a.id, bob) is None
+        assert await lib.get(a.id, bob) is None and await lib.get(a.id, admin) is a
+        with pytest.raises(NotFound):
+            await lib.delete(a.id, bob)
+        assert lib.cached(a.id, alice) is a  # bob's attempt changed nothing
+        await lib.delete(b.id, admin)
+        assert await lib.list(bob) == []
+        # Made with keys off: once keys are on, only the admin sees it.
+        legacy = await lib.upload("old", encoded(1.5))
+        assert legacy.owner == "" and legacy.id not in {v.id for v in await lib.list(alice)}
+        assert legacy.id in {v.id for v in await lib.list(admin)}
+        assert legacy.id in {v.id for v in await lib.list(ANYONE)}
+
+    asyncio.run(scenario())
+
+
+def test_owner_survives_the_json_record() -> None:
+    voice = UploadedVoice("voice_x", "n", 1.5, np.zeros(4, np.float32), 1.0, "abc")
+    assert UploadedVoice.from_json(voice.to_json()).owner == "abc"

@@ -111,3 +111,12 @@ class VoiceCloningUnsupported(ServingError):
     """The loaded model family cannot take voices from reference audio."""
 
     code = "voice_cloning_unsupported"
+
+
+class ContentPolicyViolation(ServingError):
+    """The input contains a term of --blocked-terms-file (never named in the message)."""
+
+    code = "content_policy_violation"
+
+    def __init__(self, param: str = "input") -> None:
+        super().__init__("the input was refused by this server's content policy", param=param)

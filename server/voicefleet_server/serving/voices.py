@@ -2,10 +2,13 @@
 
 An upload is decoded (wav, flac, mp3, ogg, m4a, webm via FFmpeg), checked (size, length, not
 silent), mixed to mono and resampled to the speaker encoder's rate. Its id comes from a
-hash of the decoded audio, so the same clip uploaded twice (even re-encoded losslessly)
-gets the same id and the encoder runs once. Embeddings live in Redis (`voice:<id>`, no
-TTL unless `--voice-ttl-s`; shared by replicas) behind an in-process LRU. Without Redis,
-or while it is down, voices live in this process only and do not survive a restart.
+hash of the uploader's key id and the decoded audio, so the same clip uploaded twice by one
+key (even re-encoded losslessly) gets the same id and the encoder runs once. A voice
+belongs to the key that uploaded it (serving/tenancy.py): other keys neither list nor use
+nor delete it. Embeddings live in Redis (`voice:<id>`, no TTL unless `--voice-ttl-s`;
+shared by replicas; indexed in `voices` and per owner in `voices:by:<key id>`) behind an
+in-process LRU. Without Redis, or while it is down, voices live in this process only and
+do not survive a restart.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from voicefleet_server.engine.speaker_encoder import SpeakerEncoder
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving.errors import InputTooLarge, InvalidAudio, InvalidInput, NotFound
 from voicefleet_server.serving.redis_link import RedisDown, RedisLink
+from voicefleet_server.serving.tenancy import SYSTEM, Principal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ class UploadedVoice:
     duration: float
     embedding: np.ndarray = field(compare=False, repr=False)
     created_at: float = 0.0
+    # The key id of the uploader (serving/tenancy.py); "" when made with keys off.
+    owner: str = ""
 
     def to_json(self) -> str:
         vector = base64.b64encode(self.embedding.astype("<f4").tobytes()).decode("ascii")
@@ -59,6 +65,7 @@ class UploadedVoice:
                 "name": self.name,
                 "duration": self.duration,
                 "created_at": self.created_at,
+                "owner": self.owner,
                 "embedding": vector,
             }
         )
@@ -67,7 +74,14 @@ class UploadedVoice:
     def from_json(cls, data: str | bytes) -> UploadedVoice:
         raw = json.loads(data)
         vector = np.frombuffer(base64.b64decode(raw["embedding"]), dtype="<f4").astype(np.float32)
-        return cls(raw["id"], raw["name"], float(raw["duration"]), vector, float(raw["created_at"]))
+        return cls(
+            raw["id"],
+            raw["name"],
+            float(raw["duration"]),
+            vector,
+            float(raw["created_at"]),
+            str(raw.get("owner", "")),
+        )
 
 
 def is_voice_id(name: str) -> bool:
@@ -154,8 +168,11 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(samples, target // common, rate // common).astype(np.float32)
 
 
-def voice_id(samples: np.ndarray, rate: int) -> str:
-    digest = hashlib.sha256(str(rate).encode() + b"\n" + samples.tobytes()).hexdigest()
+def voice_id(samples: np.ndarray, rate: int, owner: str = "") -> str:
+    """Same clip, same owner: same id. The owner is part of it, so two keys uploading one
+    clip get two voices (one key's upload never reveals or hands over another's)."""
+    salt = f"{owner}\n".encode() if owner else b""
+    digest = hashlib.sha256(salt + str(rate).encode() + b"\n" + samples.tobytes()).hexdigest()
     return ID_PREFIX + digest[:24]
 
 
@@ -176,15 +193,21 @@ class VoiceLibrary:
 
     # ---- look-ups ----------------------------------------------------------------------
 
-    def cached(self, voice: str) -> UploadedVoice | None:
-        """The voice if this process holds it now (no I/O: the synthesis path is sync)."""
+    def cached(self, voice: str, principal: Principal = SYSTEM) -> UploadedVoice | None:
+        """The voice if this process holds it now and `principal` may use it (no I/O: the
+        synthesis path is sync)."""
         found = self._pinned.get(voice) or self._lru.get(voice)
         if found is not None and voice in self._lru:
             self._lru.move_to_end(voice)
-        return found
+        return found if found is not None and principal.sees(found.owner) else None
 
-    async def get(self, voice: str) -> UploadedVoice | None:
-        """The voice from the LRU, else from Redis (then remembered), else None."""
+    async def get(self, voice: str, principal: Principal = SYSTEM) -> UploadedVoice | None:
+        """The voice from the LRU, else from Redis (then remembered), else None; None as
+        well when `principal` may not use it (as if it did not exist)."""
+        found = await self._fetch(voice)
+        return found if found is not None and principal.sees(found.owner) else None
+
+    async def _fetch(self, voice: str) -> UploadedVoice | None:
         found = self.cached(voice)
         if found is not None and voice in self._lru and self._stale(voice):
             exists = await self._redis(lambda client: client.exists(self._key(voice)))
@@ -206,15 +229,20 @@ class VoiceLibrary:
         return found
 
     async def ensure(self, names: list[str]) -> None:
-        """Bring every uploaded voice among `names` into this process before synthesis."""
+        """Bring every uploaded voice among `names` into this process before synthesis
+        (whether the caller may use them is checked by `cached` at synthesis)."""
         for name in dict.fromkeys(names):
             if is_voice_id(name):
-                await self.get(name)
+                await self._fetch(name)
 
-    async def list(self) -> list[UploadedVoice]:
+    async def list(self, principal: Principal = SYSTEM) -> list[UploadedVoice]:
+        """The uploaded voices `principal` may see, oldest first."""
         voices: dict[str, UploadedVoice] = dict(self._pinned)
         if self._shared():
-            index = self.link.key("voices") if self.link is not None else ""
+            assert self.link is not None
+            # A key reads its own index; the admin (and the one tenant of keys-off) all.
+            own = principal.key_id is not None and not principal.admin
+            index = self._owner_index(principal.owner) if own else self.link.key("voices")
             ids = await self._redis(lambda client: client.smembers(index))
             ids = sorted(i.decode() if isinstance(i, bytes) else str(i) for i in ids or ())
             if ids:
@@ -230,16 +258,25 @@ class VoiceLibrary:
                     await self._redis(lambda client: client.srem(index, *gone))
         else:
             voices.update(self._lru)
-        return sorted(voices.values(), key=lambda v: (v.created_at, v.id))
+        visible = [v for v in voices.values() if principal.sees(v.owner)]
+        return sorted(visible, key=lambda v: (v.created_at, v.id))
 
-    async def delete(self, voice: str) -> None:
+    async def delete(self, voice: str, principal: Principal = SYSTEM) -> None:
+        """Delete a voice `principal` may see; `NotFound` otherwise (as for no voice)."""
+        found = await self._fetch(voice)
+        if found is not None and not principal.sees(found.owner):
+            raise NotFound(f"no uploaded voice {voice!r}", param="voice_id")
         existed = self._pinned.pop(voice, None) is not None
         cached = self._forget(voice)
         if self._shared():
+            assert self.link is not None
             # Redis is the truth for shared voices (this LRU may hold a stale copy).
-            index = self.link.key("voices") if self.link is not None else ""
+            index = self.link.key("voices")
             removed = await self._redis(lambda client: client.delete(self._key(voice)))
             await self._redis(lambda client: client.srem(index, voice))
+            if found is not None and found.owner:
+                owned = self._owner_index(found.owner)
+                await self._redis(lambda client: client.srem(owned, voice))
             existed = existed or bool(removed)
         else:
             existed = existed or cached
@@ -248,7 +285,11 @@ class VoiceLibrary:
 
     # ---- upload ------------------------------------------------------------------------
 
-    async def upload(self, name: str, data: bytes) -> UploadedVoice:
+    async def upload(
+        self, name: str, data: bytes, principal: Principal = SYSTEM
+    ) -> UploadedVoice:
+        """A voice owned by `principal` from a reference clip (the same clip again: the
+        same voice, embedded once)."""
         encoder = self.encoder
         assert encoder is not None, "the service checks that this model clones voices"
         name = name.strip()
@@ -263,8 +304,8 @@ class VoiceLibrary:
         samples, rate = await asyncio.to_thread(
             decode_reference, data, self.settings.voice_max_seconds
         )
-        voice = voice_id(samples, rate)
-        existing = await self.get(voice)
+        voice = voice_id(samples, rate, principal.owner)
+        existing = await self._fetch(voice)
         if existing is not None:
             return existing
         pending = self._pending.get(voice)
@@ -273,7 +314,7 @@ class VoiceLibrary:
         future: asyncio.Future[UploadedVoice] = asyncio.get_running_loop().create_future()
         self._pending[voice] = future
         try:
-            made = await self._embed(encoder, voice, name, samples, rate)
+            made = await self._embed(encoder, voice, name, samples, rate, principal.owner)
             future.set_result(made)
             return made
         except BaseException as exc:
@@ -284,7 +325,13 @@ class VoiceLibrary:
             del self._pending[voice]
 
     async def _embed(
-        self, encoder: SpeakerEncoder, voice: str, name: str, samples: np.ndarray, rate: int
+        self,
+        encoder: SpeakerEncoder,
+        voice: str,
+        name: str,
+        samples: np.ndarray,
+        rate: int,
+        owner: str,
     ) -> UploadedVoice:
         self.metrics.voice_cache_misses.inc()
         duration = round(len(samples) / rate, 3)
@@ -297,7 +344,7 @@ class VoiceLibrary:
             return vector
 
         embedding = await asyncio.to_thread(run)
-        made = UploadedVoice(voice, name, duration, embedding, round(time.time(), 3))
+        made = UploadedVoice(voice, name, duration, embedding, round(time.time(), 3), owner)
         await self._store(made)
         return made
 
@@ -320,6 +367,8 @@ class VoiceLibrary:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.set(self._key(voice.id), voice.to_json(), ex=ttl)
                 pipe.sadd(link.key("voices"), voice.id)
+                if voice.owner:
+                    pipe.sadd(self._owner_index(voice.owner), voice.id)
                 await pipe.execute()
 
         await link.call(op)
@@ -332,6 +381,11 @@ class VoiceLibrary:
     def _key(self, voice: str) -> str:
         assert self.link is not None
         return self.link.key("voice", voice)
+
+    def _owner_index(self, owner: str) -> str:
+        """The set of one key's voice ids (its listing reads only its own)."""
+        assert self.link is not None
+        return self.link.key("voices", "by", owner)
 
     async def _redis(self, op: Any) -> Any:
         """A Redis call; while Redis is down, act as if it held nothing."""
