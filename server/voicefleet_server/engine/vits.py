@@ -112,7 +112,11 @@ def batched_vits_inference(
     else:
         log_duration = model.duration_predictor(hidden, input_mask, speaker)
 
-    length_scale = torch.tensor([1.0 / s for s in speeds], device=device).view(batch, 1, 1)
+    # The checkpoint's own rate (transformers' `speaking_rate`; a Piper voice's
+    # 1/length_scale) times each item's requested speed.
+    rate = float(getattr(config, "speaking_rate", 1.0) or 1.0)
+    length_scale = torch.tensor([1.0 / (s * rate) for s in speeds], device=device)
+    length_scale = length_scale.view(batch, 1, 1)
     duration = torch.ceil(torch.exp(log_duration) * input_mask * length_scale)
     predicted_lengths = torch.clamp_min(torch.sum(duration, [1, 2]), 1).long()
     frames = int(predicted_lengths.max())
