@@ -29,6 +29,12 @@ def _fetch_model(argv: Sequence[str]) -> int:
     return fetch_model_main(argv)
 
 
+def _convert_piper(argv: Sequence[str]) -> int:
+    from voicefleet_server.cli import convert_piper_main
+
+    return convert_piper_main(argv)
+
+
 def _operator(argv: Sequence[str]) -> int:
     from voicefleet_operator.cli import operator_main
 
@@ -47,6 +53,10 @@ _COMMANDS = {
     "fetch-model": (
         _fetch_model,
         "download or copy a model into a cache directory that pods load offline",
+    ),
+    "convert-piper": (
+        _convert_piper,
+        "convert a Piper voice (VOICE.onnx + .onnx.json) into a checkpoint directory",
     ),
     "operator": (_operator, "run the kopf operator for VoiceService resources"),
     "bench": (_bench, "drive a running server with open-loop load and report"),

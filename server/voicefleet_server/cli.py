@@ -1,4 +1,5 @@
-"""Command-line front ends of the server: `voicefleet serve` and `voicefleet make-tiny-model`."""
+"""Command-line front ends of the server: `voicefleet serve`, `voicefleet make-tiny-model` and
+`voicefleet convert-piper`."""
 
 from __future__ import annotations
 
@@ -46,6 +47,26 @@ def make_tiny_model_main(argv: Sequence[str]) -> int:
         args.directory, num_speakers=args.speakers, size=args.size, seed=args.seed
     )
     print(out)
+    return 0
+
+
+def convert_piper_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="voicefleet convert-piper",
+        description="Convert a Piper voice (VOICE.onnx with VOICE.onnx.json beside it) into a "
+        "transformers checkpoint directory (save_pretrained + piper.json) that "
+        "`voicefleet serve --model OUT_DIR` loads without converting again.",
+    )
+    parser.add_argument("voice", help="the voice's .onnx file (or a directory holding one)")
+    parser.add_argument("directory", help="output directory")
+    args = parser.parse_args(argv)
+    from voicefleet_server.engine.piper_convert import PiperVoiceError, convert_piper
+
+    try:
+        print(convert_piper(args.voice, args.directory))
+    except PiperVoiceError as exc:
+        print(f"voicefleet convert-piper: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

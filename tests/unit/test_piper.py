@@ -255,3 +255,18 @@ def test_a_config_without_phonemes_is_named(tmp_path: Path) -> None:
     path = _voice_dir(tmp_path, b"x", '{"audio": {}}')
     with pytest.raises(PiperVoiceError, match=r"bad\.onnx\.json: not a Piper voice config"):
         convert_piper(path, tmp_path / "out")
+
+
+def test_convert_piper_command(
+    piper_voice_onnx: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voicefleet.cli import main
+
+    out = tmp_path / "joe"
+    assert main(["convert-piper", str(Path(piper_voice_onnx).parent), str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert piper_checkpoint(str(out)) == out
+    broken = _voice_dir(tmp_path, b"x", None)
+    assert main(["convert-piper", str(broken), str(tmp_path / "nope")]) == 1
+    assert "bad.onnx.json: missing" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
