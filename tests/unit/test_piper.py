@@ -43,7 +43,7 @@ def synth(piper_checkpoint_dir: str):  # type: ignore[no-untyped-def]
 
 def _render(model: object, ids: list[int]) -> np.ndarray:
     x = torch.tensor([ids])
-    wave, lengths = batched_vits_inference(model, x, torch.ones_like(x), None, [1.0], [0])
+    wave, lengths, _ = batched_vits_inference(model, x, torch.ones_like(x), None, [1.0], [0])
     return wave[0, : int(lengths[0])].numpy()
 
 
@@ -153,7 +153,7 @@ def test_multi_speaker_voices_map_every_tensor(piper_voice_onnx: str) -> None:
     assert [v.id for v in piper_voices(piper)] == ["ann", "bob", "cy"]
     ids = [1, 0, 20, 0, 59, 0, 2]
     x = torch.tensor([ids] * 2)
-    wave, _ = batched_vits_inference(
+    wave, _, _ = batched_vits_inference(
         model, x, torch.ones_like(x), torch.tensor([0, 2]), [1.0, 1.0], [3, 3]
     )
     assert not torch.allclose(wave[0], wave[1])

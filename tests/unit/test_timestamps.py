@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (IPA symbols in phoneme examples)
 """Word timestamps as pure functions: input words -> normalized words -> segment words ->
 tokens -> times."""
 
@@ -11,8 +12,8 @@ from voicefleet_server.engine.timestamps import (
     display_word,
     input_words,
     plan_words,
-    prefix_token_words,
     split_owners,
+    token_owners,
     word_times,
 )
 
@@ -86,6 +87,9 @@ def test_segments_of_a_cut_sentence_map_back_to_the_sentence() -> None:
     assert flat[0] == 0 and flat[-1] == 2 and set(flat[1:-1]) == {1} and len(flat) > 3
 
 
+SILENT = {0, ord(" "), ord(",")}
+
+
 def characters(text: str) -> list[int]:
     """A character tokenizer with blanks between characters (as VITS add_blank)."""
     ids = [0]
@@ -94,26 +98,44 @@ def characters(text: str) -> list[int]:
     return ids
 
 
-def test_prefix_alignment_is_exact_for_a_character_tokenizer() -> None:
+def test_alignment_is_exact_for_a_character_tokenizer() -> None:
     words = ["hi,", "you", "there"]
-    owners = prefix_token_words(characters, words)
     tokens = characters(" ".join(words))
-    assert len(owners) == len(tokens)
+    owners = token_owners(characters, words, tokens, SILENT)
     spelled: dict[int, str] = {}
     for owner, token in zip(owners, tokens, strict=True):
-        if token:
+        if owner >= 0:
             spelled[owner] = spelled.get(owner, "") + chr(token)
-    # Each word's characters; the space before a word goes with it (silent anyway).
-    assert spelled == {0: "hi,", 1: " you", 2: " there"}
+        else:
+            assert token in SILENT
+    assert spelled == {0: "hi", 1: "you", 2: "there"}
 
 
-def test_prefix_alignment_stays_monotonic_for_an_unruly_tokenizer() -> None:
-    # A "phonemizer" whose prefix output is not a prefix of the whole.
-    def unruly(text: str) -> list[int]:
-        return [1] * (3 * len(text.split()) + (5 if text.endswith("c") else 0))
+def test_alignment_absorbs_a_phonemizer_merging_words() -> None:
+    # espeak says "on the" as one word "ɔnðə", and "on" alone with a stress mark.
+    alone = {"slid": "slˈɪd", "on": "ˈɔn", "the": "ðˈə", "smooth": "smˈuːð"}
+    context = "slˈɪd ɔnðə smˈuːð"
 
-    owners = prefix_token_words(unruly, ["a", "b", "c"])
-    assert owners == sorted(owners) and len(owners) == len(unruly("a b c"))
+    def phonemes(text: str) -> list[int]:
+        spoken = context if text == " ".join(alone) else alone[text]
+        return [ord(c) for c in spoken]
+
+    words = list(alone)
+    tokens = phonemes(" ".join(words))
+    owners = token_owners(phonemes, words, tokens, {ord(" "), ord("ˈ")})
+    heard = {w: "".join(chr(t) for t, o in zip(tokens, owners, strict=True) if o == i)
+             for i, w in enumerate(words)}  # fmt: skip
+    assert heard == {"slid": "slɪd", "on": "ɔn", "the": "ðə", "smooth": "smuːð"}
+    assert [o for o in owners if o >= 0] == sorted(o for o in owners if o >= 0)
+
+
+def test_unmatched_tokens_are_shared_by_their_neighbours() -> None:
+    def mangled(text: str) -> list[int]:
+        # In context, "ab" and "cd" gain two sounds between them nobody says alone.
+        return {"ab": [1, 2], "cd": [3, 4], "ab cd": [1, 2, 7, 8, 3, 4]}[text]
+
+    owners = token_owners(mangled, ["ab", "cd"], mangled("ab cd"), set())
+    assert owners == [0, 0, 0, 1, 1, 1]
 
 
 def test_word_times_skip_silent_tokens_and_add_the_segment_offset() -> None:

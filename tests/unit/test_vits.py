@@ -20,7 +20,7 @@ def test_matches_transformers_forward_when_noise_is_off(tiny_model_dir: str) -> 
     encoded = tokenizer(["hello there, general kenobi."], return_tensors="pt")
     with torch.inference_mode():
         reference = model(**encoded)
-    waveform, lengths = batched_vits_inference(
+    waveform, lengths, _ = batched_vits_inference(
         model, encoded["input_ids"], encoded["attention_mask"], None, [1.0], [0]
     )
     assert torch.equal(lengths, reference.sequence_lengths)
@@ -119,3 +119,29 @@ def test_on_cpu_bf16_autocast_leaves_the_text_encoder_in_float32(tiny_model_dir:
     )
     synth.synthesize([SynthesisItem(synth.tokenize("fine words."), seed=1)])
     assert seen == {"encoder": False, "decoder": True}
+
+
+def test_token_durations_sum_to_the_audio_and_match_solo(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    short = SynthesisItem(synth.tokenize("a short one."), seed=11)
+    long = SynthesisItem(
+        synth.tokenize("and a much longer sentence that pads the short one a lot."), seed=12
+    )
+    solo = SynthesisItem(short.token_ids, seed=11)
+    (solo_wave,) = synth.synthesize([solo])
+    waves = synth.synthesize([long, short])
+    for item, wave in [(solo, solo_wave), (long, waves[0]), (short, waves[1])]:
+        assert item.token_samples is not None
+        assert len(item.token_samples) == len(item.token_ids)
+        assert sum(item.token_samples) == len(wave)
+        assert all(n >= 0 for n in item.token_samples)
+    # Batched = solo: padding does not move the short item's durations.
+    assert short.token_samples == solo.token_samples
+
+
+def test_blanks_spaces_and_punctuation_are_silent(tiny_model_dir: str) -> None:
+    synth = VitsSynthesizer(tiny_model_dir, FP32)
+    vocab = synth.tokenizer.get_vocab()
+    silent = synth.silent_tokens
+    assert synth.pad_token_id in silent and vocab[" "] in silent
+    assert all(vocab[c] not in silent for c in "ab" if c in vocab)

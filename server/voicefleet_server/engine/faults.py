@@ -98,6 +98,10 @@ class FaultInjectingModel:
     def text_profile(self) -> TextProfile:
         return self.inner.text_profile
 
+    @property
+    def silent_tokens(self) -> frozenset[int] | None:
+        return self.inner.silent_tokens
+
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
 

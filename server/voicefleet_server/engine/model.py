@@ -55,6 +55,9 @@ class SynthesisItem:
     # Per-item speaker vector for families conditioned on one (SpeechT5); None: the
     # family's built-in voice `speaker_index`.
     speaker_embedding: np.ndarray | None = None
+    # Filled in by families that predict durations (VITS, Piper): audio samples per token,
+    # summing to the waveform's length. Word timestamps come from them.
+    token_samples: list[int] | None = field(default=None)
     # Filled in by the model for observability: whether it needed the float32 re-run.
     reran_fp32: bool = field(default=False)
     # Set by the guard when the final render still held NaN/inf samples (zeroed).
@@ -81,6 +84,13 @@ class SpeechModel(Protocol):
 
     @property
     def text_profile(self) -> TextProfile: ...
+
+    @property
+    def silent_tokens(self) -> frozenset[int] | None:
+        """Token ids that make no sound (blanks, spaces, punctuation), for families that
+        fill `SynthesisItem.token_samples`; None: this family predicts no per-token
+        durations, so it cannot give word timestamps."""
+        ...
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for one segment; empty when nothing in it is pronounceable."""

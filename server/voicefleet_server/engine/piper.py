@@ -133,6 +133,10 @@ class PiperSynthesizer(VitsSynthesizer):
             time.perf_counter() - started,
         )
 
+    def token_symbols(self) -> Mapping[str, Sequence[int]]:
+        """Phoneme -> ids of the voice (`phoneme_id_map`)."""
+        return dict(self._id_map)
+
     def phonemes(self, text: str) -> str:
         return self.phonemizer.phonemize(text)
 

@@ -206,6 +206,8 @@ class SpeechT5Synthesizer:
         pieces = {" " if piece == "\u2581" else piece for piece in self.tokenizer.get_vocab()}
         vocabulary = frozenset(p for p in pieces if len(p) == 1 and p not in specials)
         self.text_profile = TextProfile("en", False, vocabulary, False)
+        # Autoregressive decoding predicts no per-token durations: no word timestamps.
+        self.silent_tokens: frozenset[int] | None = None
         log.info(
             "loaded %s (%s parameters) + vocoder %s on %s, precision %s in %.2fs",
             source,

@@ -9,10 +9,9 @@ lasts. Three maps lead from those tokens back to the words the user wrote:
    input words of that run in proportion to how many words each becomes on its own.
 2. normalized words -> segment words. Long sentences are cut into segments; a word cut
    in two (a URL longer than a segment) belongs to the input word in both pieces.
-3. segment words -> tokens. A family that knows its own alignment (a phonemizer that
-   marks word ends) provides it; otherwise the token count of each word prefix of the
-   segment tells where each word's tokens end (exact for character tokenizers, a close
-   estimate for phonemizers whose output for a prefix is a prefix of the whole).
+3. segment words -> tokens. Each word is tokenized alone and its sounding tokens are
+   aligned with the segment's (a diff): exact for character tokenizers (MMS), and close
+   for phonemizers, whose in-context output differs a little from word-by-word output.
 
 A word is heard from the start of its first sounding token to the end of its last one
 (blanks, spaces and punctuation are silent: a pause after a comma is not part of the
@@ -23,9 +22,10 @@ symbols) have no timestamp. Pure functions throughout.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 _WORD = re.compile(r"\S+")
@@ -126,24 +126,76 @@ def split_owners(sentence: str, owners: Sequence[int], pieces: Sequence[str]) ->
     return result
 
 
-def prefix_token_words(tokenize: Callable[[str], Sequence[int]], words: Sequence[str]) -> list[int]:
-    """For each token of " ".join(words), the index of the word it belongs to: word k
-    ends where the tokens of its prefix end. Tokens past the last prefix (an end marker)
-    go to the last word; counts are kept monotonic whatever the tokenizer does."""
-    total = len(tokenize(" ".join(words)))
-    ends: list[int] = []
-    previous = 0
-    for k in range(1, len(words) + 1):
-        count = len(tokenize(" ".join(words[:k]))) if k < len(words) else total
-        previous = min(max(previous, count), total)
-        ends.append(previous)
-    owners: list[int] = []
-    start = 0
-    for index, end in enumerate(ends):
-        owners.extend([index] * (end - start))
-        start = end
-    owners.extend([len(words) - 1] * (total - len(owners)))
+def token_owners(
+    tokenize: Callable[[str], Sequence[int]],
+    words: Sequence[str],
+    tokens: Sequence[int],
+    silent: Collection[int],
+) -> list[int]:
+    """For each of a segment's `tokens`, the index of the word among `words` (the
+    segment's text split on whitespace) whose sound it is; -1 for silent tokens.
+
+    Each word is tokenized alone; the sounding tokens of those, in order, are aligned
+    with the segment's sounding tokens (a diff). Exact for a character tokenizer; for a
+    phonemizer the in-context output differs a little from word-by-word output (stress
+    of function words, "on the" said as one word "ɔnðə"), which the diff absorbs: an
+    unmatched run between two words is shared between them."""
+    alone: list[int] = []
+    alone_owner: list[int] = []
+    cache: dict[str, Sequence[int]] = {}
+    for index, word in enumerate(words):
+        if word not in cache:
+            cache[word] = tokenize(word)
+        for token in cache[word]:
+            if token not in silent:
+                alone.append(token)
+                alone_owner.append(index)
+    sounding = [i for i, token in enumerate(tokens) if token not in silent]
+    heard = [tokens[i] for i in sounding]
+    aligned = [-1] * len(heard)
+    matcher = difflib.SequenceMatcher(None, alone, heard, autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        for offset in range(size):
+            aligned[b + offset] = alone_owner[a + offset]
+    _fill_gaps(aligned, default=len(words) - 1)
+    owners = [-1] * len(tokens)
+    for position, index in enumerate(sounding):
+        owners[index] = aligned[position]
     return owners
+
+
+def _fill_gaps(aligned: list[int], default: int) -> None:
+    """Unmatched (-1) runs take their neighbours' owner: the same word on both sides, or
+    the first half the left word and the rest the right one (owners stay monotonic)."""
+    known = [i for i, owner in enumerate(aligned) if owner >= 0]
+    if not known:
+        aligned[:] = [default if default >= 0 else -1] * len(aligned)
+        return
+    for i in range(known[0]):
+        aligned[i] = aligned[known[0]]
+    for i in range(known[-1] + 1, len(aligned)):
+        aligned[i] = aligned[known[-1]]
+    for left, right in itertools.pairwise(known):
+        gap = right - left - 1
+        for offset in range(gap):
+            near_left = offset < (gap + 1) // 2 or aligned[left] == aligned[right]
+            aligned[left + 1 + offset] = aligned[left] if near_left else aligned[right]
+
+
+def silent_ids(
+    symbols: Mapping[str, int | Sequence[int]], specials: Collection[str] = ()
+) -> frozenset[int]:
+    """Token ids that make no sound: special tokens, and symbols without a letter, mark or
+    digit (blanks, spaces, punctuation, begin/end markers). IPA symbols, stress and
+    length marks are letters or modifier letters, so phonemes all sound."""
+    silent: set[int] = set()
+    for symbol, ids in symbols.items():
+        sounding = symbol not in specials and any(
+            unicodedata.category(c)[0] in "LMN" for c in symbol
+        )
+        if not sounding:
+            silent.update([ids] if isinstance(ids, int) else ids)
+    return frozenset(silent)
 
 
 def word_times(

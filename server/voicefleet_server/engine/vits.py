@@ -12,12 +12,13 @@ in the tests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
 from voicefleet_server.engine.text import model_language, resolve_language
+from voicefleet_server.engine.timestamps import silent_ids
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,16 @@ OPENAI_VOICES = (
 )
 
 
+class VitsOutput(NamedTuple):
+    """`waveform` [B, samples] (each row's tail past `lengths` is not silence: trim it);
+    `lengths` [B] samples; `token_samples` [B, T] samples of audio each input token lasts
+    (the duration predictor's frames times the hop; a row sums to its length)."""
+
+    waveform: torch.Tensor
+    lengths: torch.Tensor
+    token_samples: torch.Tensor
+
+
 def _noise(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32)
 
@@ -61,12 +73,8 @@ def batched_vits_inference(
     speeds: Sequence[float],
     seeds: Sequence[int],
     autocast: contextlib.AbstractContextManager[object] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """VitsModel inference with per-item speakers, speeds and seeded noise.
-
-    Returns (waveform [B, samples], sequence_lengths [B]); the tail of each row past its
-    length is not silence and must be trimmed.
-    """
+) -> VitsOutput:
+    """VitsModel inference with per-item speakers, speeds and seeded noise."""
     config = model.config
     device = input_ids.device
     batch = input_ids.shape[0]
@@ -144,7 +152,9 @@ def batched_vits_inference(
     with heavy:
         waveform = masked_hifigan(model.decoder, spectrogram, speaker, predicted_lengths)
     hop = int(np.prod(config.upsample_rates))
-    return waveform.squeeze(1).float(), predicted_lengths * hop
+    return VitsOutput(
+        waveform.squeeze(1).float(), predicted_lengths * hop, duration.squeeze(1).long() * hop
+    )
 
 
 class VitsSynthesizer:
@@ -187,6 +197,15 @@ class VitsSynthesizer:
             return TextProfile(resolve_language(self.language_tag), reads_numbers=True)
         return self._text_profile
 
+    def token_symbols(self) -> Mapping[str, int | Sequence[int]]:
+        """Symbol -> id of the model's input vocabulary."""
+        return dict(self.tokenizer.get_vocab())
+
+    @functools.cached_property
+    def silent_tokens(self) -> frozenset[int]:
+        specials = getattr(getattr(self, "tokenizer", None), "all_special_tokens", ())
+        return silent_ids(self.token_symbols(), specials)
+
     def tokenize(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text)["input_ids"])
         # With add_blank the tokenizer interleaves pad ids: all-pad means nothing to say.
@@ -208,7 +227,7 @@ class VitsSynthesizer:
         input_ids, attention_mask = padded_token_batch(items, self.pad_token_id)
         speakers = torch.tensor([item.speaker_index for item in items], device=self.device)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        waveform, lengths = batched_vits_inference(
+        waveform, lengths, token_samples = batched_vits_inference(
             self.model,
             input_ids.to(self.device),
             attention_mask.to(self.device),
@@ -218,6 +237,10 @@ class VitsSynthesizer:
             None if autocast is None else torch.autocast(device_type, dtype=autocast),
         )
         rows = waveform.cpu().numpy()
+        durations = token_samples.cpu().tolist()
+        for item, row in zip(items, durations, strict=True):
+            # Word timestamps read these (engine/timestamps.py); padding tokens are cut off.
+            item.token_samples = [int(n) for n in row[: len(item.token_ids)]]
         return [rows[i, : int(n)].copy() for i, n in enumerate(lengths.tolist())]
 
 
