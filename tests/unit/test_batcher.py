@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 import torch
+from voicefleet_server.engine import preempt
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
-from voicefleet_server.engine.model import SynthesisItem, Voice
+from voicefleet_server.engine.model import SynthesisItem, SynthesisTimeout, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
 from voicefleet_server.metrics import Metrics
 
@@ -315,4 +316,110 @@ async def test_an_idle_call_returns_its_result_and_its_exception() -> None:
 
     with pytest.raises(ValueError, match="probe failed"):
         await engine.run_when_idle(broken)
+    await engine.close()
+
+
+class SteppedModel(FakeModel):
+    """Renders item `stepped` (from its `after`+1-th start on) in steps with preemption
+    points between them; the second step waits for `gate`. Logs every item's start and end."""
+
+    def __init__(self, stepped: int = 1, after: int = 1) -> None:
+        super().__init__()
+        self.stepped, self.after = stepped, after
+        self.gate = threading.Event()
+        self.log: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        ids = [item.token_ids[0] for item in items]
+        with self.lock:
+            self.log += [("start", i) for i in ids]
+        if self.stepped in ids and self.log.count(("start", self.stepped)) > self.after:
+            preempt.preemption_point()
+            self.gate.wait(5)
+            preempt.preemption_point()
+        waves = super().synthesize(items)
+        with self.lock:
+            self.log += [("end", i) for i in ids]
+        return waves
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"never happened: {what}")
+
+
+async def test_a_newcomer_runs_at_a_preemption_point_of_a_long_texts_segment() -> None:
+    model = SteppedModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(3)])
+    await long_futures[0]
+    await wait_for(lambda: model.log.count(("start", 1)) == 2, "the second long segment starts")
+    newcomer = engine.submit([item(2)])[0]
+    model.gate.set()
+    assert set((await newcomer).tolist()) == {2}
+    assert [set(w.tolist()) for w in await asyncio.gather(*long_futures)] == [{1}] * 3
+    second_long_end = [i for i, e in enumerate(model.log) if e == ("end", 1)][1]
+    assert model.log.index(("end", 2)) < second_long_end, model.log
+    await engine.close()
+
+
+async def test_without_preemption_the_newcomer_waits_for_the_segment() -> None:
+    model = SteppedModel()
+    engine = Engine(
+        model, BatchLimits(1, 10_000, 0.0), max_queue=64, metrics=Metrics(), preempt=False
+    )  # type: ignore[arg-type]
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(3)])
+    await long_futures[0]
+    await wait_for(lambda: model.log.count(("start", 1)) == 2, "the second long segment starts")
+    newcomer = engine.submit([item(2)])[0]
+    model.gate.set()
+    await newcomer
+    second_long_end = [i for i, e in enumerate(model.log) if e == ("end", 1)][1]
+    assert model.log.index(("start", 2)) > second_long_end, model.log
+    await asyncio.gather(*long_futures)
+    await engine.close()
+
+
+async def test_a_newcomers_first_call_is_not_preempted_by_another_newcomer() -> None:
+    model = SteppedModel(stepped=3, after=0)
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    engine.start()
+    first = engine.submit([item(3)])[0]
+    await wait_for(lambda: ("start", 3) in model.log, "the first newcomer starts")
+    second = engine.submit([item(4)])[0]
+    model.gate.set()
+    await asyncio.gather(first, second)
+    assert model.log.index(("end", 3)) < model.log.index(("start", 4)), model.log
+    await engine.close()
+
+
+async def test_a_newcomer_waiting_on_a_stuck_call_moves_to_the_fresh_worker() -> None:
+    """The long segment hangs between two preemption points past the batch deadline: it
+    fails with a timeout, and the newcomer queued for its next point runs on the fresh
+    worker instead of failing with it."""
+    model = SteppedModel()  # the gate is never opened: the second long segment hangs
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        batch_timeout_s=0.5,
+    )
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(3)])
+    await long_futures[0]
+    await wait_for(lambda: model.log.count(("start", 1)) == 2, "the second long segment starts")
+    newcomer = engine.submit([item(2)])[0]
+    assert set((await asyncio.wait_for(newcomer, 10)).tolist()) == {2}
+    with pytest.raises(SynthesisTimeout):
+        await long_futures[1]
+    assert engine.metrics.batch_timeouts._value.get() == 1
+    model.gate.set()
+    await asyncio.gather(long_futures[2])
     await engine.close()

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import queue
@@ -31,6 +32,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from voicefleet_server.engine import preempt
 from voicefleet_server.engine.model import (
     DeviceOutOfMemory,
     SpeechModel,
@@ -44,6 +46,7 @@ from voicefleet_server.engine.scheduler import (
     padding_waste,
     plan_batch,
     segment_deadline,
+    select_batch,
 )
 from voicefleet_server.metrics import Metrics
 
@@ -71,15 +74,38 @@ _thread_state = threading.local()
 _Job = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
 
 
+class _Wake:
+    """Queued after an urgent call so that an idle worker runs it at once."""
+
+
+_WAKE = _Wake()
+
+
+def _settle(
+    future: concurrent.futures.Future[Any], result: Any = None, exc: BaseException | None = None
+) -> None:
+    """Resolve `future` unless it was already failed (a timed-out urgent call that returns late)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 class _ModelWorker(Generic[_T]):
     """One daemon thread that runs model calls in order.
 
     A daemon rather than a ThreadPoolExecutor thread: the interpreter joins executor
     threads at exit, so one stuck model call would keep a draining pod alive forever.
+    Urgent calls (`submit_urgent`) jump the queue: a preemptible worker runs them at the
+    next preemption point of the call in progress (engine/preempt.py), an idle one at once.
     """
 
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job[_T] | None] = queue.SimpleQueue()
+    def __init__(self, name: str, preemptible: bool = False) -> None:
+        self._jobs: queue.SimpleQueue[_Job[_T] | _Wake | None] = queue.SimpleQueue()
+        self._urgent: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
+        self._urgent_running: concurrent.futures.Future[Any] | None = None
+        self.preemptible = preemptible
         self.busy_since: float | None = None
         # When the model call now running on this thread started (None between calls).
         self.call_started: float | None = None
@@ -91,6 +117,28 @@ class _ModelWorker(Generic[_T]):
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         self._jobs.put((fn, future))
         return future
+
+    def submit_urgent(self, fn: Callable[[], _R]) -> concurrent.futures.Future[_R]:
+        future: concurrent.futures.Future[_R] = concurrent.futures.Future()
+        self.put_urgent((fn, future))
+        return future
+
+    def put_urgent(self, job: _Job[Any]) -> None:
+        self._urgent.put(job)
+        self._jobs.put(_WAKE)
+
+    def take_urgent(self) -> list[_Job[Any]]:
+        """Urgent calls not started yet (handed to a fresh worker when this one is stuck)."""
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self._urgent.get_nowait())
+        return taken
+
+    def fail_running_urgent(self, exc: BaseException) -> None:
+        running = self._urgent_running
+        if running is not None:
+            _settle(running, exc=exc)
 
     def stop(self) -> None:
         """Exit after the current call (if it ever returns)."""
@@ -111,13 +159,18 @@ class _ModelWorker(Generic[_T]):
 
     def _loop(self) -> None:
         _thread_state.worker = self
+        hook = self._run_urgent if self.preemptible else None
         while (job := self._jobs.get()) is not None:
+            if isinstance(job, _Wake):
+                self._run_urgent()
+                continue
             fn, future = job
             if not future.set_running_or_notify_cancel():
                 continue
             self.busy_since = time.monotonic()
             try:
-                result = fn()
+                with preempt.hook_installed(hook):
+                    result = fn()
             except BaseException as exc:  # handed to the awaiting side, like an executor
                 future.set_exception(exc)
             else:
@@ -125,12 +178,35 @@ class _ModelWorker(Generic[_T]):
             finally:
                 self.busy_since = None
 
+    def _run_urgent(self) -> None:
+        """Run the urgent calls queued so far, each unpreempted, counted as a pause of the
+        call they are nested in (if any)."""
+        while True:
+            try:
+                fn, future = self._urgent.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            self._urgent_running = future
+            try:
+                with preempt.hook_installed(None), preempt.pausing():
+                    result = fn()
+            except BaseException as exc:
+                _settle(future, exc=exc)
+            else:
+                _settle(future, result=result)
+            finally:
+                self._urgent_running = None
+
 
 @dataclass
 class _Progress:
-    """Shared by a request's segments: when the model last finished one of them."""
+    """Shared by a request's segments: when the model last finished one of them, and
+    whether any of them has gone to the model yet (a request that has not is a newcomer)."""
 
     last_finished: float | None = None
+    dispatched: bool = False
 
 
 @dataclass(eq=False)
@@ -157,6 +233,21 @@ class _Segment:
         return Waiting(
             self.key, len(self.item.token_ids), self.enqueued_at, deadline, self.group, self.request
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A batch handed to the model worker."""
+
+    batch: list[_Segment]
+    raw: concurrent.futures.Future[tuple[list[np.ndarray | BaseException], float]]
+    worker: _ModelWorker[Any]
+    started: float
+
+    @property
+    def moved(self) -> bool:
+        """Not started, so not stuck: an urgent call handed to a fresh worker."""
+        return not self.raw.running() and not self.raw.done()
 
 
 @dataclass
@@ -201,6 +292,10 @@ class Engine:
     stats: EngineStats = field(default_factory=EngineStats)
     # Most seconds one model call may take before its batch fails (0: no deadline).
     batch_timeout_s: float = 0.0
+    # Let a newcomer's first segments run at the next preemption point of a long request's
+    # call in progress (engine/preempt.py). None: on CPU, where a call costs the sum of its
+    # segments and cannot be shared; on a GPU a batch costs about one segment anyway.
+    preempt: bool | None = None
 
     def __post_init__(self) -> None:
         self._waiting: dict[int, _Segment] = {}
@@ -209,7 +304,13 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._running_batch = 0
+        # Segments in model calls now (the running batch and an urgent one nested in it).
+        self._busy = 0
+        self._running_preemptible = False
+        self._urgent_task: asyncio.Task[None] | None = None
+        self._preemptive = (
+            self.preempt if self.preempt is not None else not self.model.device.startswith("cuda")
+        )
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
         # One worker per device: the model is not re-entrant, and one stream of batches
@@ -252,6 +353,8 @@ class Engine:
                 segment.future.set_exception(EngineStopped("the server is shutting down"))
         self._waiting.clear()
         self._fail_idle_calls(EngineStopped("the server is shutting down"))
+        if self._urgent_task is not None:
+            self._urgent_task.cancel()
         self._worker.stop()
         # Let a running batch finish, but never wait on a call the deadline gave up on.
         timeout = None if self.batch_timeout_s <= 0 else self.batch_timeout_s
@@ -302,6 +405,7 @@ class Engine:
         self._idle.clear()
         self._publish_queue()
         self._wakeup.set()
+        self._maybe_preempt()
         return futures
 
     def run_when_idle(self, fn: Callable[[], _R]) -> asyncio.Future[_R]:
@@ -341,7 +445,11 @@ class Engine:
     async def _schedule(self) -> None:
         while True:
             if not self._waiting and self._idle_calls:
-                await self._run_idle_call(*self._idle_calls.popleft())
+                self._running_preemptible = True  # tuning probes make way for anyone
+                try:
+                    await self._run_idle_call(*self._idle_calls.popleft())
+                finally:
+                    self._running_preemptible = False
                 continue
             decision = plan_batch(
                 [s.view(self.deadline_slot_s) for s in self._waiting.values()],
@@ -358,31 +466,71 @@ class Engine:
             self._publish_queue()
             live = [s for s in batch if not s.future.cancelled()]
             if live:
-                await self._run(live)
+                # Only continuing work is preempted: a newcomer's own first call never is.
+                self._running_preemptible = all(s.progress.last_finished is not None for s in live)
+                try:
+                    await self._run(live)
+                finally:
+                    self._running_preemptible = False
             self._mark_idle_if_empty()
 
+    def _maybe_preempt(self) -> None:
+        """Newcomers arrived while continuing work runs: send their most urgent segments
+        to the worker as an urgent call, nested at the running call's next preemption point."""
+        if not (self._preemptive and self._running_preemptible and self._urgent_task is None):
+            return
+        fresh = [
+            s
+            for s in self._waiting.values()
+            if not s.progress.dispatched and not s.future.cancelled()
+        ]
+        if not fresh:
+            return
+        chosen = select_batch([s.view(self.deadline_slot_s) for s in fresh], self.limits)
+        batch = [self._waiting.pop(w.key) for w in chosen]
+        self._publish_queue()
+        self._urgent_task = asyncio.get_running_loop().create_task(
+            self._run_urgent(self._start(batch, urgent=True)), name="voicefleet-urgent"
+        )
+
+    async def _run_urgent(self, call: _Call) -> None:
+        try:
+            await self._complete(call)
+        finally:
+            self._urgent_task = None
+            self._mark_idle_if_empty()
+            self._maybe_preempt()  # another newcomer may have come meanwhile
+            self._wakeup.set()
+
     async def _run(self, batch: list[_Segment]) -> None:
+        await self._complete(self._start(batch, urgent=False))
+
+    def _start(self, batch: list[_Segment], urgent: bool) -> _Call:
+        """Hand a batch to the worker now (an urgent one reaches the worker's urgent queue
+        before the running call's next preemption point can pass)."""
         started = time.monotonic()
         for segment in batch:
+            segment.progress.dispatched = True
             self.metrics.queue_wait.observe(started - segment.enqueued_at)
         token_counts = [len(s.item.token_ids) for s in batch]
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
-        self._running_batch = len(batch)
-        items = [s.item for s in batch]
-        timed_out = False
+        self._busy += len(batch)
+        worker = self._worker
+        render = functools.partial(self._render_counting_pauses, [s.item for s in batch], urgent)
+        submit = worker.submit_urgent if urgent else worker.submit
+        return _Call(batch, submit(render), worker, started)
+
+    async def _complete(self, call: _Call) -> None:
+        """Wait for a call (within the batch deadline) and resolve its segments' futures."""
+        batch = call.batch
         try:
-            worker = self._worker
-            job = asyncio.wrap_future(worker.submit(lambda: self._render_isolating(items)))
-            if self.batch_timeout_s > 0 and not await self._within_deadline(job, worker):
-                timed_out = True
-                results = self._give_up_on_worker(job, len(batch))
-            else:
-                results = await job
+            results, paused, timed_out = await self._outcome(call)
         finally:
-            self._running_batch = 0
+            self._busy -= len(batch)
         finished = time.monotonic()
-        wall = finished - started
+        # The call's own time: urgent calls nested in it do not count.
+        wall = finished - call.started - paused
         self.metrics.batch_duration.observe(wall)
         for segment in batch:
             segment.progress.last_finished = finished
@@ -401,7 +549,22 @@ class Engine:
                 segment.future.set_result(result)
         self.metrics.audio_seconds.inc(audio_s)
         if not timed_out:
-            self.stats.observe(sum(token_counts), audio_s, wall)
+            self.stats.observe(sum(len(s.item.token_ids) for s in batch), audio_s, wall)
+
+    async def _outcome(self, call: _Call) -> tuple[list[np.ndarray | BaseException], float, bool]:
+        """(results, seconds paused for nested urgent calls, whether the deadline hit)."""
+        job = asyncio.wrap_future(call.raw)
+        worker = call.worker
+        while self.batch_timeout_s > 0 and not await self._within_deadline(job, worker):
+            self._abandon(worker)
+            if not call.moved:
+                return self._timed_out(job, len(call.batch)), 0.0, True
+            worker = self._worker  # an urgent call queued behind the stuck one moved over
+        try:
+            results, paused = await job
+        except SynthesisTimeout as exc:  # an urgent call stuck inside a stuck call
+            return [exc for _ in call.batch], 0.0, True
+        return results, paused, False
 
     async def _run_idle_call(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
         if future.done():  # cancelled by its caller
@@ -409,10 +572,10 @@ class Engine:
         worker = self._worker
         call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn)))
         if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
-            self._give_up_on_worker(call, 0)
+            self._abandon(worker)
+            self._timed_out(call, 0)
             if not future.done():
-                message = f"the model did not finish within {self.batch_timeout_s:g}s"
-                future.set_exception(SynthesisTimeout(message))
+                future.set_exception(SynthesisTimeout(self._timeout_message()))
             return
         try:
             result = await call
@@ -432,7 +595,7 @@ class Engine:
     # ---- batch deadline --------------------------------------------------------------
 
     def _new_worker(self) -> _ModelWorker[Any]:
-        return _ModelWorker(f"voicefleet-model-{next(self._workers)}")
+        return _ModelWorker(f"voicefleet-model-{next(self._workers)}", self._preemptive)
 
     async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:
         """Wait for `job`; False once one of its model calls has run past the deadline."""
@@ -444,25 +607,33 @@ class Engine:
             await asyncio.wait({job}, timeout=remaining)
         return True
 
-    def _give_up_on_worker(
-        self, job: asyncio.Future[Any], size: int
-    ) -> list[np.ndarray | BaseException]:
-        """Fail a batch past its deadline and carry on with a fresh worker thread."""
+    def _abandon(self, stuck: _ModelWorker[Any]) -> None:
+        """Carry on with a fresh worker thread after a call on `stuck` ran past its deadline
+        (unless another call's deadline already replaced it)."""
+        if stuck is not self._worker:
+            return
         log.error(
-            "a batch of %d ran past the %.1fs batch deadline; failing it and starting a "
-            "fresh model worker (the stuck call keeps its thread until it returns)",
-            size,
+            "a model call ran past the %.1fs batch deadline; failing it and starting a fresh "
+            "model worker (the stuck call keeps its thread until it returns)",
             self.batch_timeout_s,
         )
-        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # never unretrieved
-        stuck = self._worker
         stuck.abandoned_at = time.monotonic()
         stuck.stop()
         self._abandoned.append(stuck)
         self._worker = self._new_worker()
+        # Urgent calls waiting for the stuck call's next preemption point move over; one
+        # running inside it is stuck with it.
+        for urgent in stuck.take_urgent():
+            self._worker.put_urgent(urgent)
+        stuck.fail_running_urgent(SynthesisTimeout(self._timeout_message()))
+
+    def _timed_out(self, job: asyncio.Future[Any], size: int) -> list[np.ndarray | BaseException]:
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # never unretrieved
         self.metrics.batch_timeouts.inc()
-        message = f"the model did not finish this batch within {self.batch_timeout_s:g}s"
-        return [SynthesisTimeout(message) for _ in range(size)]
+        return [SynthesisTimeout(self._timeout_message()) for _ in range(size)]
+
+    def _timeout_message(self) -> str:
+        return f"the model did not finish this batch within {self.batch_timeout_s:g}s"
 
     def stuck_for_s(self) -> float:
         """How long the longest-stuck abandoned model call has run past its deadline (0: none)."""
@@ -495,25 +666,41 @@ class Engine:
         middle = len(items) // 2
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
 
+    def _render_counting_pauses(
+        self, items: list[SynthesisItem], urgent: bool
+    ) -> tuple[list[np.ndarray | BaseException], float]:
+        """`_render_isolating`, and the seconds urgent calls nested in it took."""
+        before = preempt.paused_seconds()
+        if urgent:
+            # Nested inside a paused call, possibly within its autocast region: this render
+            # sets up its own precision.
+            with torch.autocast("cpu", enabled=False):
+                results = self._render_isolating(items)
+        else:
+            results = self._render_isolating(items)
+        return results, preempt.paused_seconds() - before
+
     def _call_model(self, items: list[SynthesisItem]) -> list[np.ndarray]:
         return self._timed_call(lambda: self.model.synthesize(items))
 
     @staticmethod
     def _timed_call(fn: Callable[[], _R]) -> _R:
-        """One model call, timed for the batch deadline (`_within_deadline`)."""
+        """One model call, timed for the batch deadline (`_within_deadline`). A call nested
+        in another (urgent work at a preemption point) does not eat the other's deadline."""
         worker = _ModelWorker.current()
-        if worker is not None:
-            worker.call_started = time.monotonic()
+        if worker is None:
+            return fn()
+        outer = worker.call_started
+        started = worker.call_started = time.monotonic()
         try:
             return fn()
         finally:
-            if worker is not None:
-                worker.call_started = None
+            worker.call_started = None if outer is None else outer + time.monotonic() - started
 
     def _publish_queue(self) -> None:
         self.metrics.queue_depth.set(len(self._waiting))
         self.metrics.queued_audio_seconds.set(self.queued_audio_seconds)
 
     def _mark_idle_if_empty(self) -> None:
-        if not self._waiting and not self._running_batch:
+        if not self._waiting and not self._busy:
             self._idle.set()

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from voicefleet_server.engine.preempt import preemption_point
+
 
 def masked_hifigan(
     decoder: Any,  # transformers' VitsHifiGan
@@ -41,9 +43,12 @@ def masked_hifigan(
     for i, upsample in enumerate(decoder.upsampler):
         hidden = mask(upsample(torch.nn.functional.leaky_relu(hidden, slope)))
         blocks = decoder.resblocks[i * decoder.num_kernels : (i + 1) * decoder.num_kernels]
-        hidden = (
-            sum(_masked_resblock(block, hidden, mask) for block in blocks) / decoder.num_kernels
-        )
+        total = torch.zeros_like(hidden)
+        for block in blocks:
+            total = total + _masked_resblock(block, hidden, mask)
+            # Each block is a few % of a call: urgent work waits at most that long here.
+            preemption_point()
+        hidden = total / decoder.num_kernels
     hidden = decoder.conv_post(torch.nn.functional.leaky_relu(hidden))
     return torch.tanh(mask(hidden))
 

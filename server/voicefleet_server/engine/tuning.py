@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from voicefleet_server.engine import preempt
 from voicefleet_server.engine.device import Precision, cpu_supports_bf16
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem
 
@@ -232,9 +233,11 @@ def _render(
     if precision is not None:
         holder.precision = precision
     try:
+        paused = preempt.paused_seconds()
         started = clock()
         waves = model.synthesize(items)
-        wall = clock() - started
+        # Urgent requests served at this call's preemption points are not its time.
+        wall = clock() - started - (preempt.paused_seconds() - paused)
     finally:
         if precision is not None:
             holder.precision = saved

@@ -27,6 +27,7 @@ from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
+from voicefleet_server.engine.preempt import preemption_point
 from voicefleet_server.engine.text import model_language, resolve_language
 from voicefleet_server.engine.timestamps import silent_ids
 
@@ -93,6 +94,7 @@ def batched_vits_inference(
         encoded = model.text_encoder(
             input_ids=input_ids, padding_mask=input_mask, attention_mask=attention_mask
         )
+    preemption_point()  # urgent work may run between stages (engine/preempt.py)
     hidden = encoded.last_hidden_state.float().transpose(1, 2)
     input_mask = input_mask.transpose(1, 2)
     prior_means = encoded.prior_means.float()
@@ -120,6 +122,7 @@ def batched_vits_inference(
     else:
         log_duration = model.duration_predictor(hidden, input_mask, speaker)
 
+    preemption_point()
     # The checkpoint's own rate (transformers' `speaking_rate`; a Piper voice's
     # 1/length_scale) times each item's requested speed.
     rate = float(getattr(config, "speaking_rate", 1.0) or 1.0)
@@ -149,6 +152,7 @@ def batched_vits_inference(
     )
     latents = model.flow(prior_latents, output_mask, speaker, reverse=True)
     spectrogram = latents * output_mask
+    preemption_point()
     with heavy:
         waveform = masked_hifigan(model.decoder, spectrogram, speaker, predicted_lengths)
     hop = int(np.prod(config.upsample_rates))
