@@ -30,8 +30,11 @@ def masked_hifigan(
     """
     slope = decoder.config.leaky_relu_slope
     lengths = frame_lengths.view(-1, 1)
+    unpadded = bool((frame_lengths >= spectrogram.shape[-1]).all())
 
     def mask(hidden: torch.Tensor) -> torch.Tensor:
+        if unpadded:  # a batch of one (or of equal lengths): the mask would be all ones
+            return hidden
         scale = hidden.shape[-1] // spectrogram.shape[-1]
         positions = torch.arange(hidden.shape[-1], device=hidden.device).unsqueeze(0)
         return hidden * (positions < lengths * scale).unsqueeze(1).to(hidden.dtype)

@@ -119,7 +119,7 @@ class PiperSynthesizer(VitsSynthesizer):
         except Exception:
             self.phonemizer.close()
             raise
-        self.model = model.to(self.device).eval()
+        self.model = _bake_weight_norm(model).to(self.device).eval()
         self.sampling_rate = int(self.model.config.sampling_rate)
         self.pad_token_id = int(self._id_map[PAD][0])
         self.voices = piper_voices(piper)
@@ -146,3 +146,14 @@ class PiperSynthesizer(VitsSynthesizer):
 
     def close(self) -> None:
         self.phonemizer.close()
+
+
+def _bake_weight_norm(model: Any) -> Any:
+    """Fold the flows' weight norm into plain weights: inference never changes them, and
+    the parametrization would recompute every weight on every call."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
