@@ -21,7 +21,7 @@ import aiohttp
 import kopf
 import urllib3
 
-from voicefleet_operator import guard, manifests, naming, scrape, status
+from voicefleet_operator import autoscalers, cache, guard, manifests, naming, scrape, status
 from voicefleet_operator import retry as retry_module
 from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import ApiException, Kube
@@ -76,7 +76,10 @@ class PassResult:
 
     spec_error: str | None = None
     api_error: str | None = None
+    # (reason, message) of something the cluster lacks for this spec (KEDA).
+    blocked: tuple[str, str] | None = None
     deployment: Mapping[str, Any] | None = None
+    cache: status.CacheView | None = None
     changes: list[str] = field(default_factory=list)
 
 
@@ -93,6 +96,7 @@ def _converge(kube: Kube, config: OperatorConfig, body: kopf.Body) -> PassResult
     try:
         check_name(name)
         spec = parse_spec(body.get("spec") or {}, default_image=config.server_image)
+        check_name(name, spec)
     except SpecError as exc:
         # Keep whatever children the last good spec made; say what to fix.
         result.spec_error = str(exc)
@@ -108,6 +112,14 @@ def _converge(kube: Kube, config: OperatorConfig, body: kopf.Body) -> PassResult
     return result
 
 
+KEDA_MISSING = (
+    "KedaMissing",
+    "autoscaling.mode is keda, but this cluster serves no keda.sh/v1alpha1 ScaledObject:"
+    " install KEDA (https://keda.sh) or choose mode hpa or none. Until then the previous"
+    " autoscaler, if any, stays in place.",
+)
+
+
 def _apply_children(
     kube: Kube, config: OperatorConfig, body: kopf.Body, spec: ServiceSpec, result: PassResult
 ) -> None:
@@ -117,7 +129,15 @@ def _apply_children(
         kopf.adopt(secret, owner=body)
         if kube.create_once(secret):
             result.changes.append(f"created Secret {secret['metadata']['name']}")
+    # Before the Deployment: its pods mount the claim and wait for the fetch.
+    _apply_model_cache(kube, body, spec, result)
+    keda_ready = spec.autoscaling.mode != "keda" or kube.serves(
+        autoscalers.KEDA_API_VERSION, "scaledobjects")
+    if not keda_ready:
+        result.blocked = KEDA_MISSING
     for child in manifests.children(spec, name, namespace, redis_image=config.redis_image):
+        if child["kind"] == "ScaledObject" and not keda_ready:
+            continue
         kopf.adopt(child, owner=body)
         outcome = kube.ensure(child)
         label = f"{child['kind']} {child['metadata']['name']}"
@@ -125,6 +145,52 @@ def _apply_children(
             result.changes.append(f"created {label}")
         elif outcome.action == "patched":
             result.changes.append(f"patched {label} ({', '.join(outcome.drifted[:5])})")
+    # The other modes' autoscalers go once the wanted one is in place, so that the count is
+    # never left to two autoscalers, nor dropped to none when KEDA is missing.
+    if keda_ready:
+        for api_version, plural, kind in autoscalers.retired(spec):
+            if kube.delete_owned(api_version, plural, namespace, naming.server_name(name),
+                                 body.metadata["uid"]):
+                result.changes.append(
+                    f"deleted {kind} {naming.server_name(name)}"
+                    f" (autoscaling.mode is {spec.autoscaling.mode})"
+                )
+
+
+def _apply_model_cache(
+    kube: Kube, body: kopf.Body, spec: ServiceSpec, result: PassResult
+) -> None:
+    """The cache's claim (created once) and fetch Job (replaced when the model or revision
+    changes, deleted when the cache is turned off); what they look like goes to status."""
+    name, namespace, uid = body.metadata["name"], body.metadata["namespace"], body.metadata["uid"]
+    job_name = naming.model_fetch_name(name)
+    target = cache.plan(spec, name)
+    if target is None:
+        # The claim stays (it holds data; it goes with the VoiceService): only the Job goes.
+        if kube.delete_owned("batch/v1", "jobs", namespace, job_name, uid):
+            result.changes.append(f"deleted Job {job_name} (no model cache any more)")
+        return
+    live_claim = kube.get("v1", "persistentvolumeclaims", namespace, target.claim)
+    claim = cache.claim(spec, name, namespace)
+    if live_claim is None and claim is not None:
+        kopf.adopt(claim, owner=body)
+        if kube.create_once(claim):
+            result.changes.append(f"created PersistentVolumeClaim {target.claim}")
+        live_claim = kube.get("v1", "persistentvolumeclaims", namespace, target.claim)
+    job = cache.fetch_job(spec, name, namespace)
+    assert job is not None  # a plan means a Job
+    kopf.adopt(job, owner=body)
+    live_job = kube.get("batch/v1", "jobs", namespace, job_name)
+    if (
+        live_job is not None
+        and cache.job_outdated(job, live_job)
+        and kube.delete_owned("batch/v1", "jobs", namespace, job_name, uid)
+    ):
+        result.changes.append(f"deleted Job {job_name} (the spec wants {target.label})")
+        live_job = None
+    if live_job is None and kube.create_once(job):
+        result.changes.append(f"created Job {job_name} (fetches {target.label})")
+    result.cache = status.CacheView(target, job_name, live_job, live_claim)
 
 
 def _object_lock(memo: kopf.Memo) -> asyncio.Lock:
@@ -177,6 +243,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger | A
                 spec_error=result.spec_error,
                 api_error=result.api_error,
                 now=datetime.datetime.now(datetime.UTC),
+                blocked=result.blocked,
+                cache_view=result.cache,
             )
 
         try:

@@ -44,6 +44,10 @@ _PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Event": "events",
+    "Job": "jobs",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "NetworkPolicy": "networkpolicies",
+    "ScaledObject": "scaledobjects",
 }
 
 
@@ -61,6 +65,14 @@ def object_path(obj: Mapping[str, Any], *, named: bool = True) -> str:
         meta["namespace"],
         meta["name"] if named else None,
     )
+
+
+def _paths(nulls: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in nulls.items():
+        out += _paths(value, f"{prefix}.{key}") if isinstance(value, Mapping) else [
+            f"{prefix}.{key} (removed)"]
+    return out
 
 
 def _api_client(configuration: kubernetes.client.Configuration) -> kubernetes.client.ApiClient:
@@ -175,7 +187,9 @@ class Kube:
         return json.loads(text) if text else {}
 
     def ensure(self, desired: Mapping[str, Any]) -> Outcome:
-        """Create `desired`, or merge-patch it back where the live object drifted."""
+        """Create `desired`, or merge-patch it back where the live object drifted, removing
+        what the operator wrote last time and builds no more (see manifests.LAST_APPLIED)."""
+        desired = manifests.with_last_applied(desired)
         try:
             live = self.request("GET", object_path(desired))
         except ApiException as exc:
@@ -190,10 +204,15 @@ class Kube:
                     raise
                 live = self.request("GET", object_path(desired))
         drifted = manifests.drift(desired, live)
-        if not drifted:
+        previous = manifests.last_applied(live)
+        nulls = manifests.removals(previous, desired) if previous else {}
+        # Only what is still there needs removing (a patch of absent keys changes nothing).
+        nulls = manifests.present(nulls, live)
+        if not drifted and not nulls:
             return Outcome("unchanged", live)
-        patched = self.request("PATCH", object_path(desired), desired, content_type=MERGE_PATCH)
-        return Outcome("patched", patched, tuple(drifted))
+        patch = manifests.merge_patch(desired, nulls)
+        patched = self.request("PATCH", object_path(desired), patch, content_type=MERGE_PATCH)
+        return Outcome("patched", patched, tuple(drifted) + tuple(_paths(nulls)))
 
     def create_once(self, obj: Mapping[str, Any]) -> bool:
         """Create `obj` unless it exists (409 is the normal answer after the first time)."""
@@ -214,6 +233,39 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def delete_owned(
+        self, api_version: str, plural: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        """Delete the object if it exists and `owner_uid` owns it (never someone else's
+        object of the same name); its dependents go in the background. True if deleted."""
+        live = self.get(api_version, plural, namespace, name)
+        if live is None:
+            return False
+        owners = (live.get("metadata") or {}).get("ownerReferences") or []
+        if not any(ref.get("uid") == owner_uid for ref in owners):
+            log.info("Not deleting %s %s/%s: not ours", plural, namespace, name)
+            return False
+        try:
+            self.request("DELETE", resource_path(api_version, plural, namespace, name),
+                         query={"propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status == 404:  # gone meanwhile
+                return False
+            raise
+        return True
+
+    def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API server knows the resource (is that CRD installed?): discovery,
+        which every authenticated client may read."""
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = self.request("GET", base)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
 
     def patch_status(
         self, api_version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]

@@ -1,16 +1,20 @@
-"""Every child object of a VoiceService, built by pure functions (checked spec + name in,
-plain dict out), plus `drift`, which tells whether a live object still matches its build.
+"""Every child object of a VoiceService that is created and then kept equal to its build,
+built by pure functions (checked spec + name in, plain dict out), plus `drift`, which tells
+whether a live object still matches its build.
 
 Nothing here talks to the API: handlers add ownerReferences (`kopf.adopt`) and create or
-patch what these functions return. Unit tests assert on the dicts directly.
+patch what these functions return. Unit tests assert on the dicts directly. The autoscaler
+is `autoscalers`' and the model cache's Job and claim are `cache`'s; `spec.pod` merges in
+through `pods`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from voicefleet_operator import naming
+from voicefleet_operator import autoscalers, cache, naming, pods
 from voicefleet_operator.spec import ServiceSpec
 
 # The preStop pause lets endpoint controllers and kube-proxy drop the pod from the Service
@@ -21,20 +25,18 @@ GRACE_SLACK_SECONDS = 10
 # Model downloads and warm-up can take minutes: allow 10 minutes before liveness counts.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURES = 60
-# HPA behaviour, from the autoscaling study (docs/autoscaling.md, bench/autoscale_sim.py):
-# scale up at once (no window; double or +4 pods every 15 s, whichever is more: a 10x peak
-# is fully asked for within a minute); a freshly started pod costs a model load, so shrink
-# only after 5 minutes of lower recommendations, then by at most 20 % or 2 pods a minute.
-SCALE_UP_POLICIES = (("Percent", 100, 15), ("Pods", 4, 15))
-SCALE_DOWN_STABILIZATION_SECONDS = 300
-SCALE_DOWN_POLICIES = (("Percent", 20, 60), ("Pods", 2, 60))
-QUEUED_AUDIO_METRIC = "voicefleet_queued_audio_seconds"
 CACHE_DIR = "/cache"
 # The API key Secret is mounted as a directory (not subPath), so a rotated key reaches the
 # running pods' file; only the one key is projected, as a fixed file name.
 API_KEY_DIR = "/etc/voicefleet/auth"
 API_KEY_FILE = "api-key"
 API_KEY_VOLUME = "api-key"
+# surge: never below the current capacity (one extra pod first, so one spare GPU);
+# frugal: one pod down first, so a rollout never needs a GPU the service does not hold.
+ROLLOUT = {
+    "surge": {"maxSurge": 1, "maxUnavailable": 0},
+    "frugal": {"maxSurge": 0, "maxUnavailable": 1},
+}
 
 
 def _meta(name: str, namespace: str, component: str, owner: str) -> dict[str, Any]:
@@ -42,9 +44,11 @@ def _meta(name: str, namespace: str, component: str, owner: str) -> dict[str, An
 
 
 def server_env(spec: ServiceSpec, name: str) -> list[dict[str, Any]]:
-    """The server's configuration: every `voicefleet serve` flag reads VOICEFLEET_<FLAG>."""
+    """The server's configuration: every `voicefleet serve` flag reads VOICEFLEET_<FLAG>.
+    These are the operator's own; `spec.pod.env` adds to them but never replaces one."""
+    target = cache.plan(spec, name)
     env: list[dict[str, Any]] = [
-        {"name": "VOICEFLEET_MODEL", "value": spec.model.variant},
+        {"name": "VOICEFLEET_MODEL", "value": target.load if target else spec.model.variant},
         {"name": "VOICEFLEET_DTYPE", "value": spec.model.dtype},
         {"name": "VOICEFLEET_DEVICE", "value": "auto"},
         {"name": "VOICEFLEET_PORT", "value": str(naming.SERVER_PORT)},
@@ -56,7 +60,10 @@ def server_env(spec: ServiceSpec, name: str) -> list[dict[str, Any]]:
         # Downloads from the Hub land in the pod's scratch volume, not the image.
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
     ]
-    if spec.model.revision:
+    if target is not None:
+        env += cache.server_env(target)
+    # A copied checkpoint is a path: it has no revision (the copy is of the one asked for).
+    if spec.model.revision and (target is None or target.hub):
         env.append({"name": "VOICEFLEET_REVISION", "value": spec.model.revision})
     if spec.vram.budget:
         env.append({"name": "VOICEFLEET_VRAM_BUDGET", "value": spec.vram.budget})
@@ -92,12 +99,13 @@ def server_resources(spec: ServiceSpec) -> dict[str, Any]:
     requests = dict(spec.resources.requests)
     limits = dict(spec.resources.limits)
     if spec.autoscaling.metric == "cpu" and "cpu" not in requests:
-        # CPU utilisation is measured against the request; without one the HPA cannot act.
+        # CPU utilisation is measured against the request; without one no autoscaler acts.
         requests["cpu"] = "1"
     if spec.resources.gpus:
-        # Extended resources are limits only (the request defaults to the limit); the API
-        # returns quantities as strings, so build strings to keep `drift` exact.
-        limits["nvidia.com/gpu"] = str(spec.resources.gpus)
+        # A whole GPU, a MIG slice or a time-sliced share, whichever resource the device
+        # plugin advertises. Extended resources are limits only (the request defaults to
+        # the limit); the API returns quantities as strings, so build strings for `drift`.
+        limits[spec.resources.gpu_resource] = str(spec.resources.gpus)
     result: dict[str, Any] = {}
     if requests:
         result["requests"] = requests
@@ -106,15 +114,40 @@ def server_resources(spec: ServiceSpec) -> dict[str, Any]:
     return result
 
 
+def _server_volumes(spec: ServiceSpec, name: str) -> tuple[list[dict[str, Any]],
+                                                            list[dict[str, Any]]]:
+    """(volumes, the server container's mounts) the operator itself needs."""
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_DIR}]
+    target = cache.plan(spec, name)
+    if target is not None:
+        volumes.append(cache.volume(target, read_only=True))
+        mounts.append(cache.mount(read_only=True))
+    if spec.auth is not None:
+        mounts.append({"name": API_KEY_VOLUME, "mountPath": API_KEY_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": API_KEY_VOLUME,
+                "secret": {
+                    "secretName": spec.auth.secret,
+                    "items": [{"key": spec.auth.key, "path": API_KEY_FILE}],
+                },
+            }
+        )
+    return volumes, mounts
+
+
 def server_deployment(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any]:
-    """The GPU server pods. `replicas` is left out: the HPA owns it, patches must not fight."""
+    """The GPU server pods. `replicas` is set only when no autoscaler owns it (mode none):
+    otherwise patches would fight the autoscaler."""
     http = {"port": "http"}
+    volumes, mounts = _server_volumes(spec, name)
     container: dict[str, Any] = {
         "name": naming.SERVER,
         "image": spec.image,
         "command": ["voicefleet", "serve"],
         "ports": [{"name": "http", "containerPort": naming.SERVER_PORT, "protocol": "TCP"}],
-        "env": server_env(spec, name),
+        "env": pods.merged_env(server_env(spec, name), spec.pod),
         "resources": server_resources(spec),
         "startupProbe": {
             "httpGet": {"path": "/healthz", **http},
@@ -137,62 +170,49 @@ def server_deployment(spec: ServiceSpec, name: str, namespace: str) -> dict[str,
             "failureThreshold": 2,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "volumeMounts": pods.merged_mounts(mounts, spec.pod),
+        "securityContext": dict(pods.CONTAINER_SECURITY),
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
-    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}]
-    if spec.auth is not None:
-        container["volumeMounts"].append(
-            {"name": API_KEY_VOLUME, "mountPath": API_KEY_DIR, "readOnly": True}
-        )
-        volumes.append(
-            {
-                "name": API_KEY_VOLUME,
-                "secret": {
-                    "secretName": spec.auth.secret,
-                    "items": [{"key": spec.auth.key, "path": API_KEY_FILE}],
-                },
-            }
-        )
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS
         + spec.drain_seconds
         + GRACE_SLACK_SECONDS,
         "containers": [container],
-        "volumes": volumes,
+        "volumes": pods.merged_volumes(volumes, spec.pod),
+        "securityContext": pods.security_context(spec.pod),
+        **pods.pod_fields(spec.pod, scheduling=True),
     }
+    target = cache.plan(spec, name)
+    if target is not None:
+        pod_spec["initContainers"] = [cache.gate_container(spec, target)]
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": naming.selector(name, naming.SERVER)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(ROLLOUT[spec.rollout])},
+        "template": {
+            "metadata": {
+                "labels": pods.merged_map(spec.pod.labels, naming.labels(name, naming.SERVER)),
+                "annotations": pods.merged_map(spec.pod.annotations, {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(naming.SERVER_PORT),
+                    "prometheus.io/path": "/metrics",
+                }),
+            },
+            "spec": pod_spec,
+        },
+    }
+    if spec.autoscaling.mode == "none":
+        deployment_spec["replicas"] = spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(naming.server_name(name), namespace, naming.SERVER, name),
-        "spec": {
-            "selector": {"matchLabels": naming.selector(name, naming.SERVER)},
-            # Never drop below the current capacity during a rollout: surge one pod first.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
-            "template": {
-                "metadata": {
-                    "labels": naming.labels(name, naming.SERVER),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(naming.SERVER_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
+        "spec": deployment_spec,
     }
 
 
@@ -212,67 +232,6 @@ def server_service(spec: ServiceSpec, name: str, namespace: str) -> dict[str, An
                     "protocol": "TCP",
                 }
             ],
-        },
-    }
-
-
-def hpa_metric(spec: ServiceSpec) -> dict[str, Any]:
-    if spec.autoscaling.metric == "cpu":
-        return {
-            "type": "Resource",
-            "resource": {
-                "name": "cpu",
-                "target": {
-                    "type": "Utilization",
-                    "averageUtilization": int(spec.autoscaling.target),
-                },
-            },
-        }
-    # Audio-seconds waiting per pod: requests are a poor proxy for TTS work (one request
-    # can be a sentence or a chapter). Needs a custom-metrics adapter serving it.
-    return {
-        "type": "Pods",
-        "pods": {
-            "metric": {"name": QUEUED_AUDIO_METRIC},
-            "target": {"type": "AverageValue", "averageValue": spec.autoscaling.target},
-        },
-    }
-
-
-def _policies(policies: tuple[tuple[str, int, int], ...]) -> list[dict[str, Any]]:
-    return [{"type": t, "value": v, "periodSeconds": p} for t, v, p in policies]
-
-
-def hpa_behavior() -> dict[str, Any]:
-    return {
-        "scaleUp": {
-            "stabilizationWindowSeconds": 0,
-            "selectPolicy": "Max",
-            "policies": _policies(SCALE_UP_POLICIES),
-        },
-        "scaleDown": {
-            "stabilizationWindowSeconds": SCALE_DOWN_STABILIZATION_SECONDS,
-            "selectPolicy": "Max",
-            "policies": _policies(SCALE_DOWN_POLICIES),
-        },
-    }
-
-
-def server_hpa(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(naming.server_name(name), namespace, naming.SERVER, name),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": naming.server_name(name),
-            },
-            "minReplicas": spec.autoscaling.min_replicas,
-            "maxReplicas": spec.autoscaling.max_replicas,
-            "metrics": [hpa_metric(spec)],
-            "behavior": hpa_behavior(),
         },
     }
 
@@ -394,24 +353,124 @@ def redis_service(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any
     }
 
 
+def redis_network_policy(spec: ServiceSpec, name: str, namespace: str) -> dict[str, Any]:
+    """Only this service's server pods may reach its Redis (the password alone would let any
+    pod in the cluster that learns it in). Needs a network plugin that enforces policies."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(naming.redis_name(name), namespace, naming.REDIS, name),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector(name, naming.REDIS)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {
+                        "matchLabels": naming.selector(name, naming.SERVER)}}],
+                    "ports": [{"protocol": "TCP", "port": naming.REDIS_PORT}],
+                }
+            ],
+        },
+    }
+
+
 def children(
     spec: ServiceSpec, name: str, namespace: str, *, redis_image: str
 ) -> list[dict[str, Any]]:
-    """Every child that is created and then kept equal to its build (the Secret is not:
-    see `redis_secret`). Redis comes first so the server finds it when it starts."""
+    """Every child that is created and then kept equal to its build (the Secret, the cache's
+    claim and Job are not: see `redis_secret` and `cache`). Redis comes first so the server
+    finds it when it starts; the autoscaler follows the Deployment it scales."""
     result: list[dict[str, Any]] = []
     if spec.redis.managed:
         result += [
             redis_deployment(spec, name, namespace, image=redis_image),
             redis_service(spec, name, namespace),
+            redis_network_policy(spec, name, namespace),
         ]
     result += [
         server_deployment(spec, name, namespace),
         server_service(spec, name, namespace),
-        server_hpa(spec, name, namespace),
-        server_pdb(spec, name, namespace),
     ]
+    autoscaler = autoscalers.wanted(spec, name, namespace)
+    if autoscaler is not None:
+        result.append(autoscaler)
+    result.append(server_pdb(spec, name, namespace))
     return result
+
+
+# What the operator last wrote to a child, so that a field it no longer builds (an init
+# container when the cache goes, a user's affinity or security setting removed from
+# spec.pod) is removed from the live object: a merge patch alone only adds and changes.
+LAST_APPLIED = f"{naming.GROUP}/last-applied"
+# Left as they are when no longer built: a Deployment's replicas pass from spec.replicas to
+# the autoscaler at the current count, not reset to one.
+KEPT_ON_REMOVAL = {("spec", "replicas")}
+
+
+def with_last_applied(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """`desired` carrying itself, compactly, in the LAST_APPLIED annotation."""
+    body = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    meta = dict(desired.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: body}
+    return {**desired, "metadata": meta}
+
+
+def last_applied(live: Mapping[str, Any]) -> dict[str, Any] | None:
+    raw = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        found = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def removals(last: Mapping[str, Any], desired: Mapping[str, Any],
+             path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A merge-patch fragment of nulls for every key the operator wrote last time (`last`)
+    but builds no more; lists are replaced whole by a merge patch, so only maps are walked."""
+    patch: dict[str, Any] = {}
+    for key, value in last.items():
+        where = (*path, key)
+        if key not in desired:
+            if where not in KEPT_ON_REMOVAL:
+                patch[key] = None
+                if key == "serviceAccountName":
+                    # The API server copies the deprecated twin back into a nulled name.
+                    patch["serviceAccount"] = None
+        elif (
+            isinstance(value, Mapping)
+            and isinstance(desired[key], Mapping)
+            and (nested := removals(value, desired[key], where))
+        ):
+            patch[key] = nested
+    return patch
+
+
+def present(nulls: Mapping[str, Any], live: Any) -> dict[str, Any]:
+    """The part of `nulls` whose keys the live object still has."""
+    if not isinstance(live, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in nulls.items():
+        if key not in live:
+            continue
+        if isinstance(value, Mapping):
+            if nested := present(value, live[key]):
+                out[key] = nested
+        else:
+            out[key] = None
+    return out
+
+
+def merge_patch(desired: Mapping[str, Any], nulls: Mapping[str, Any]) -> dict[str, Any]:
+    """`desired` with `nulls` (from `removals`) laid into it."""
+    out = dict(desired)
+    for key, value in nulls.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def drift(desired: Any, actual: Any, path: str = "") -> list[str]:

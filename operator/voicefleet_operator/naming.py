@@ -19,6 +19,7 @@ COMPONENT_KEY = "app.kubernetes.io/component"
 
 SERVER = "server"
 REDIS = "redis"
+MODEL_FETCH = "model-fetch"
 
 SERVER_PORT = 8000
 REDIS_PORT = 6379
@@ -27,6 +28,9 @@ REDIS_PASSWORD_KEY = "password"
 # Child names append at most this suffix; Service names must stay DNS-1035 labels (63 chars).
 _LONGEST_SUFFIX = "-redis"
 MAX_NAME_LENGTH = 63 - len(_LONGEST_SUFFIX)
+# With a model cache, the fetch Job's name becomes a label value on its pods (63 chars).
+_MODEL_FETCH_SUFFIX = "-model-fetch"
+MAX_NAME_LENGTH_WITH_CACHE = 63 - len(_MODEL_FETCH_SUFFIX)
 
 
 def labels(name: str, component: str) -> dict[str, str]:
@@ -45,13 +49,29 @@ def selector(name: str, component: str) -> dict[str, str]:
     return {SERVICE_KEY: name, COMPONENT_KEY: component}
 
 
+def selector_string(name: str, component: str) -> str:
+    """`selector` as a label selector string (status.selector, for the scale subresource)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector(name, component).items()))
+
+
 def server_name(name: str) -> str:
-    """Deployment, Service, HPA and PDB of the server share the VoiceService's name."""
+    """Deployment, Service, autoscaler (HPA or ScaledObject) and PDB of the server share the
+    VoiceService's name."""
     return name
 
 
+def models_claim_name(name: str) -> str:
+    """The PersistentVolumeClaim the model cache lives on (unless spec names its own)."""
+    return f"{name}-models"
+
+
+def model_fetch_name(name: str) -> str:
+    """The one-shot Job that fills the model cache."""
+    return f"{name}{_MODEL_FETCH_SUFFIX}"
+
+
 def redis_name(name: str) -> str:
-    """Redis Deployment, Service and password Secret."""
+    """Redis Deployment, Service, NetworkPolicy and password Secret."""
     return f"{name}-redis"
 
 

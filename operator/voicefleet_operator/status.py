@@ -9,15 +9,56 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from voicefleet_operator import naming
+from voicefleet_operator import cache, naming
+from voicefleet_operator.cache import CachePlan
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 MEMORY_PRESSURE = "MemoryPressure"
-CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, MEMORY_PRESSURE)
+MODEL_CACHED = "ModelCached"
+CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, MEMORY_PRESSURE, MODEL_CACHED)
+
+
+@dataclass(frozen=True)
+class CacheView:
+    """What a reconcile pass saw of the model cache: where the model goes, and the live
+    fetch Job and claim (None when absent)."""
+
+    target: CachePlan
+    job_name: str
+    job: Mapping[str, Any] | None
+    claim: Mapping[str, Any] | None
+
+
+def model_cached(view: CacheView) -> tuple[bool, str, str]:
+    """The ModelCached condition: (status, reason, message)."""
+    target = view.target
+    where = f"claim {target.claim}, directory {target.slot}"
+    phase = ((view.claim or {}).get("status") or {}).get("phase")
+    state, detail = cache.job_state(view.job)
+    if state == "succeeded":
+        return True, "Cached", f"{target.label} is cached ({where})."
+    if state == "failed":
+        return False, "FetchFailed", (
+            f"Job {view.job_name} could not fetch {target.label}: {detail or 'failed'}."
+            f" Fix the cause (see its pod's log), then delete the Job to fetch again."
+        )
+    if view.claim is None:
+        return False, "ClaimMissing", (
+            f"PersistentVolumeClaim {target.claim} does not exist (yet); server pods wait."
+        )
+    if phase == "Pending":
+        return False, "ClaimPending", (
+            f"PersistentVolumeClaim {target.claim} is Pending: its storage class must offer"
+            f" the requested access modes (ReadWriteMany by default); server pods wait."
+        )
+    return False, "Fetching", (
+        f"Job {view.job_name} is fetching {target.label} ({where}); server pods wait."
+    )
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -84,9 +125,13 @@ def reconciled_status(
     spec_error: str | None,
     api_error: str | None,
     now: datetime.datetime,
+    blocked: tuple[str, str] | None = None,
+    cache_view: CacheView | None = None,
 ) -> dict[str, Any]:
     """The status after a reconcile pass. MemoryPressure and memoryGuard are the guard's
-    and stay as they are."""
+    and stay as they are. `blocked` is (reason, message) of something the cluster lacks
+    (KEDA); `cache_view` is None when the spec has no model cache (ModelCached then goes,
+    unless the pass failed before it could look)."""
     conditions: list[dict[str, Any]] = [dict(c) for c in current.get("conditions") or []]
     wanted, ready, updated, settled = rollout(deployment)
 
@@ -94,6 +139,8 @@ def reconciled_status(
         degraded = (True, "InvalidSpec", spec_error)
     elif api_error:
         degraded = (True, "ReconcileFailed", api_error)
+    elif blocked:
+        degraded = (True, *blocked)
     else:
         degraded = (False, "AsExpected", "All children match the spec.")
 
@@ -132,10 +179,18 @@ def reconciled_status(
             conditions, MEMORY_PRESSURE, False, "BelowWatermark", "No reading above the"
             " watermark yet.", now=now, generation=generation,
         )
+    if cache_view is not None:
+        conditions = set_condition(conditions, MODEL_CACHED, *model_cached(cache_view),
+                                   now=now, generation=generation)
+    elif not spec_error and not api_error:
+        conditions = [c for c in conditions if c["type"] != MODEL_CACHED]
 
     status: dict[str, Any] = {
         "replicas": wanted,
         "readyReplicas": ready,
+        # For the scale subresource: `kubectl scale`, or an autoscaler aimed at the
+        # VoiceService itself, finds its pods with this.
+        "selector": naming.selector_string(name, naming.SERVER),
         "endpoint": naming.endpoint(name, namespace),
         "conditions": conditions,
     }

@@ -200,7 +200,8 @@ def duplicates(emulator: km.KubernetesEmulator, service: str) -> list[str]:
     """Live objects of one kind labelled for `service` beyond the one expected per name
     role: any kind with more objects than the operator builds of it."""
     expected = {"Deployment": 2, "Service": 2, "Secret": 1, "HorizontalPodAutoscaler": 1,
-                "PodDisruptionBudget": 1}
+                "PodDisruptionBudget": 1, "NetworkPolicy": 1, "Job": 1,
+                "PersistentVolumeClaim": 1, "ScaledObject": 1}
     counts: Counter[str] = Counter()
     for obj in emulator.objects.values():
         if obj.deleted:

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import pytest
 import yaml
@@ -17,6 +18,8 @@ from voicefleet import defaults
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "voiceservices.voicefleet.dev.yaml"
 EXAMPLES = sorted((ROOT / "crds" / "examples").glob("*.yaml"))
+# The example the rejection tests break one field of (it has no model cache).
+BASE = ROOT / "crds" / "examples" / "external-redis-cpu-scaling.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,29 @@ def schema(crd: dict[str, Any]) -> dict[str, Any]:
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
+def cel_rules(node: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...],
+                                                                             dict[str, Any]]]:
+    """Every x-kubernetes-validations rule in the schema, with the object path it applies to."""
+    found = [(path, rule) for rule in node.get("x-kubernetes-validations") or []]
+    for key, child in (node.get("properties") or {}).items():
+        found += cel_rules(child, (*path, key))
+    return found
+
+
 def validate(schema: dict[str, Any], doc: dict[str, Any]) -> None:
+    """What the API server checks: the structural schema, then every CEL rule whose object
+    is present (the rules' own has() guards cover absent fields)."""
     jsonschema.Draft7Validator(schema).validate(doc)
+    environment = celpy.Environment()
+    for path, rule in cel_rules(schema):
+        target: Any = doc
+        for key in path:
+            target = target.get(key) if isinstance(target, dict) else None
+        if target is None:
+            continue
+        program = environment.program(environment.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(target)}):
+            raise jsonschema.ValidationError(f"{'.'.join(path) or '<root>'}: {rule['message']}")
 
 
 def test_identity(crd: dict[str, Any]) -> None:
@@ -43,7 +67,15 @@ def test_identity(crd: dict[str, Any]) -> None:
     [version] = spec["versions"]
     assert version["name"] == naming.VERSION
     assert version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }}
+    properties = version["schema"]["openAPIV3Schema"]["properties"]
+    assert properties["spec"]["properties"]["replicas"]["type"] == "integer"
+    assert properties["status"]["properties"]["replicas"]["type"] == "integer"
+    assert properties["status"]["properties"]["selector"]["type"] == "string"
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Model"] == ".spec.model.variant"
     assert columns["Ready"] == ".status.readyReplicas"
@@ -116,13 +148,60 @@ def test_examples_validate_and_parse(schema: dict[str, Any], path: Path) -> None
         (("resources", "gpus"), -1),
         (("auth", "apiKeySecretRef"), {"key": "k"}),
         (("auth", "apiKeySecretRef"), {"name": "Bad_Name"}),
+        (("resources", "gpus"), 2),
+        (("resources", "gpuResource"), "gpu"),
+        (("rollout", "strategy"), "yolo"),
+        (("autoscaling", "mode"), "auto"),
+        (("autoscaling", "prometheusUrl"), "prometheus:9090"),
+        (("model", "cache"), {"size": "lots"}),
+        (("model", "cache"), {"accessModes": ["ReadWriteSometimes"]}),
+        (("model", "cache"), {"accessModes": []}),
+        (("model", "cache"), {"existingClaim": "My_Claim"}),
+        (("pod", "env"), [{"value": "no name"}]),
+        (("pod", "volumeMounts"), [{"name": "v"}]),
+        (("pod", "imagePullSecrets"), ["regcred"]),
+        (("pod", "labels"), {"team": 7}),
     ],
 )
 def test_schema_rejects(schema: dict[str, Any], field: tuple[str, str], value: Any) -> None:
-    doc = copy.deepcopy(yaml.safe_load(EXAMPLES[0].read_text()))
+    doc = copy.deepcopy(yaml.safe_load(BASE.read_text()))
+    validate(schema, doc)  # the example itself is fine
     doc["spec"].setdefault(field[0], {})[field[1]] = value
     with pytest.raises(jsonschema.ValidationError):
         validate(schema, doc)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "must not exceed"),
+        ({"autoscaling": {"mode": "keda"}}, "prometheusUrl is required"),
+        ({"replicas": -1}, "minimum"),
+        ({"metadata": {"name": "a" * 52}, "model": {"variant": "m", "cache": {}}},
+         "at most 51 characters"),
+    ],
+)
+def test_cross_field_rules_reject(
+    schema: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    """The CEL rules fire (evaluated with cel-python, as the API server would)."""
+    doc = copy.deepcopy(yaml.safe_load(BASE.read_text()))
+    metadata = change.pop("metadata", {})
+    doc["metadata"].update(metadata)
+    doc["spec"].update(change)
+    with pytest.raises(jsonschema.ValidationError, match=message):
+        validate(schema, doc)
+
+
+def test_cross_field_rules_accept_what_they_should(schema: dict[str, Any]) -> None:
+    doc = copy.deepcopy(yaml.safe_load(BASE.read_text()))
+    doc["metadata"]["name"] = "a" * 52  # long names are fine without a cache
+    doc["spec"]["autoscaling"] = {"mode": "keda", "metric": "cpu", "target": 60}
+    validate(schema, doc)
+    doc["spec"]["autoscaling"] = {"mode": "keda", "prometheusUrl": "http://prom:9090"}
+    doc["spec"]["model"]["cache"] = {}
+    doc["metadata"]["name"] = "a" * 51
+    validate(schema, doc)
 
 
 def test_schema_requires_a_model(schema: dict[str, Any]) -> None:
@@ -151,8 +230,22 @@ def test_rbac_rules_cover_what_the_operator_calls() -> None:
         ("kopf.dev", "kopfpeerings", "watch"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("zalando.org", "kopfpeerings", "patch"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "delete"),
+        ("keda.sh", "scaledobjects", "create"),
+        ("keda.sh", "scaledobjects", "delete"),
+        ("", "persistentvolumeclaims", "create"),
+        ("", "persistentvolumeclaims", "get"),
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "delete"),
     }
     assert needed <= granted
     # Least privilege: nothing is ever replaced wholesale, and secrets are never read.
     assert not any(verb in {"update", "*"} for _, _, verb in granted)
     assert not {("", "secrets", v) for v in ("get", "list", "watch")} & granted
+    # Only what a mode switch or a re-fetch removes may be deleted: never a Deployment,
+    # a Service, a claim (it holds the cached model) or a Secret.
+    deletable = {(group, resource) for group, resource, verb in granted if verb == "delete"}
+    assert deletable == {("autoscaling", "horizontalpodautoscalers"), ("keda.sh", "scaledobjects"),
+                         ("batch", "jobs"), ("", "pods")}

@@ -6,7 +6,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from voicefleet_operator import manifests
+from voicefleet_operator import autoscalers, manifests
 from voicefleet_operator.spec import ServiceSpec, parse_spec
 
 IMAGE = "example.test/server:1"
@@ -72,7 +72,7 @@ def test_external_or_no_redis() -> None:
 
 def test_server_pod_shape() -> None:
     spec = make(
-        resources={"gpus": 2, "requests": {"cpu": "2"}, "limits": {"memory": "16Gi"}},
+        resources={"gpus": 1, "requests": {"cpu": "2"}, "limits": {"memory": "16Gi"}},
         nodeSelector={"pool": "gpu"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         drainSeconds=30,
@@ -82,6 +82,9 @@ def test_server_pod_shape() -> None:
     assert deployment["metadata"]["namespace"] == "speech"
     assert LABELS.items() <= deployment["metadata"]["labels"].items()
     assert "replicas" not in deployment["spec"]  # the HPA owns it
+    # surge (the default): one pod more first, never one fewer.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     template = deployment["spec"]["template"]
     assert LABELS.items() <= template["metadata"]["labels"].items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"][
@@ -100,7 +103,7 @@ def test_server_pod_shape() -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert container["resources"] == {
         "requests": {"cpu": "2"},
-        "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
     }
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -117,7 +120,8 @@ def test_cpu_only_pods_have_no_gpu_limit() -> None:
 
 
 def test_hpa_default_metric_is_queued_audio_seconds() -> None:
-    hpa = manifests.server_hpa(make(autoscaling={"minReplicas": 2, "maxReplicas": 6}), "tts", "ns")
+    hpa = autoscalers.server_hpa(make(autoscaling={"minReplicas": 2, "maxReplicas": 6}), "tts",
+                                 "ns")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -138,7 +142,7 @@ def test_hpa_default_metric_is_queued_audio_seconds() -> None:
 
 def test_hpa_cpu_fallback_sets_a_cpu_request() -> None:
     spec = make(autoscaling={"metric": "cpu", "target": 60})
-    hpa = manifests.server_hpa(spec, "tts", "ns")
+    hpa = autoscalers.server_hpa(spec, "tts", "ns")
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Resource",
@@ -196,7 +200,8 @@ def test_children_follow_redis_mode() -> None:
         ("HorizontalPodAutoscaler", "tts"),
         ("PodDisruptionBudget", "tts"),
     ]
-    assert kinds(make()) == [("Deployment", "tts-redis"), ("Service", "tts-redis"), *server]
+    assert kinds(make()) == [("Deployment", "tts-redis"), ("Service", "tts-redis"),
+                             ("NetworkPolicy", "tts-redis"), *server]
     assert kinds(make(redis={"url": "redis://x"})) == server
     assert kinds(make(redis={"enabled": False})) == server
 
@@ -262,3 +267,34 @@ def test_api_key_secret_is_mounted_and_pointed_at() -> None:
         pod["volumes"])
     # Turning auth off again removes both (lists are replaced whole by the merge patch).
     assert manifests.drift(plain, deployment)
+
+
+def test_what_the_operator_no_longer_builds_is_removed() -> None:
+    cached = make(model={"variant": "m/x", "cache": {}}, autoscaling={"mode": "none"},
+                  pod={"affinity": {"nodeAffinity": {}}, "serviceAccountName": "sa",
+                       "securityContext": {"runAsUser": 5}})
+    plain = make()
+    before = manifests.with_last_applied(manifests.server_deployment(cached, "tts", "ns"))
+    after = manifests.with_last_applied(manifests.server_deployment(plain, "tts", "ns"))
+    last = manifests.last_applied(before)
+    assert last is not None and manifests.LAST_APPLIED not in str(last)  # no nesting
+    nulls = manifests.removals(last, after)
+    assert nulls == {"spec": {"template": {"spec": {
+        "initContainers": None, "affinity": None, "serviceAccountName": None,
+        "serviceAccount": None, "securityContext": {"runAsUser": None}}}}}
+    # replicas pass to the autoscaler as they are, not reset.
+    assert "replicas" not in nulls["spec"]
+    # Only keys still there are sent; the patch is the build with the nulls laid in.
+    live = {"spec": {"template": {"spec": {"initContainers": [], "serviceAccountName": "sa",
+                                           "securityContext": {"runAsUser": 5}}}}}
+    kept = manifests.present(nulls, live)
+    assert kept == {"spec": {"template": {"spec": {
+        "initContainers": None, "serviceAccountName": None,
+        "securityContext": {"runAsUser": None}}}}}
+    patch = manifests.merge_patch(after, kept)
+    assert patch["spec"]["template"]["spec"]["initContainers"] is None
+    assert patch["spec"]["template"]["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": None}
+    assert patch["spec"]["template"]["spec"]["containers"] == after["spec"]["template"][
+        "spec"]["containers"]
+    assert manifests.removals(manifests.last_applied(after) or {}, after) == {}

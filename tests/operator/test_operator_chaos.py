@@ -47,6 +47,7 @@ def children(name: str) -> list[tuple[str, str]]:
         ("policy/v1/poddisruptionbudgets", name),
         ("apps/v1/deployments", f"{name}-redis"),
         ("v1/services", f"{name}-redis"),
+        ("networking.k8s.io/v1/networkpolicies", f"{name}-redis"),
         ("v1/secrets", f"{name}-redis"),
     ]
 

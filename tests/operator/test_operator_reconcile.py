@@ -23,6 +23,7 @@ CHILDREN = [
     ("policy/v1/poddisruptionbudgets", "tts"),
     (DEPLOYMENTS, "tts-redis"),
     ("v1/services", "tts-redis"),
+    ("networking.k8s.io/v1/networkpolicies", "tts-redis"),
     ("v1/secrets", "tts-redis"),
 ]
 VS_PATH = f"/apis/voicefleet.dev/v1alpha1/namespaces/{NAMESPACE}/voiceservices"

@@ -150,3 +150,80 @@ def test_api_key_secret_ref() -> None:
     )
     assert spec.auth is not None and (spec.auth.secret, spec.auth.key) == ("tts.keys",
                                                                             "openai_key")
+
+
+def test_new_fields_default_to_todays_behaviour() -> None:
+    spec = parse_spec({"model": {"variant": "m"}}, default_image=IMAGE)
+    assert spec.model.cache is None
+    assert (spec.autoscaling.mode, spec.autoscaling.prometheus_url) == ("hpa", None)
+    assert (spec.replicas, spec.rollout) == (1, "surge")
+    assert spec.resources.gpu_resource == "nvidia.com/gpu"
+    assert spec.pod.env == () and spec.pod.security_context == {}
+
+
+def test_model_cache_settings() -> None:
+    spec = parse_spec({"model": {"variant": "m", "cache": {}}}, default_image=IMAGE)
+    assert spec.model.cache is not None
+    assert (spec.model.cache.size, spec.model.cache.access_modes) == ("10Gi", ("ReadWriteMany",))
+    assert spec.model.cache.existing_claim is None and spec.model.cache.storage_class is None
+    spec = parse_spec({"model": {"variant": "m", "cache": {
+        "size": "50Gi", "storageClassName": "nfs", "accessModes": ["ReadWriteOnce"],
+        "existingClaim": "models"}}}, default_image=IMAGE)
+    assert spec.model.cache is not None
+    assert (spec.model.cache.size, spec.model.cache.storage_class,
+            spec.model.cache.access_modes, spec.model.cache.existing_claim) == (
+        "50Gi", "nfs", ("ReadWriteOnce",), "models")
+
+
+M = {"model": {"variant": "m"}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"variant": "m", "cache": {"size": "1k"}}}, "at least 1Mi"),
+        ({"model": {"variant": "m", "cache": {"size": "lots"}}}, "cache.size must be a quantity"),
+        ({"model": {"variant": "m", "cache": {"accessModes": ["ReadWriteSometimes"]}}},
+         "accessModes must list some of"),
+        ({"model": {"variant": "m", "cache": {"existingClaim": "My_Claim"}}},
+         "must name a PersistentVolumeClaim"),
+        ({"model": {"variant": "m", "cache": "yes"}}, "spec.model.cache must be an object"),
+        ({**M, "autoscaling": {"mode": "auto"}}, "mode must be one of hpa, keda, none"),
+        ({**M, "autoscaling": {"mode": "keda"}}, "prometheusUrl is required with mode keda"),
+        ({**M, "autoscaling": {"mode": "keda", "prometheusUrl": "prometheus:9090"}},
+         "must start with http:// or https://"),
+        ({**M, "resources": {"gpus": 2}}, "the server uses one device"),
+        ({**M, "resources": {"gpuResource": "gpu"}}, "extended resource name"),
+        ({**M, "rollout": {"strategy": "yolo"}}, "strategy must be one of surge, frugal"),
+        ({**M, "replicas": -1}, "spec.replicas must be between 0 and 1000"),
+        ({**M, "pod": "big"}, "spec.pod must be an object"),
+        ({**M, "pod": {"env": [{"name": "A"}, {"name": "A", "value": "2"}]}},
+         "spec.pod.env: name 'A' appears twice"),
+        ({**M, "pod": {"env": [{"value": "x"}]}}, r"spec.pod.env\[0\].name is required"),
+        ({**M, "pod": {"volumeMounts": [{"name": "v"}]}}, "mountPath is required"),
+        ({**M, "pod": {"volumeMounts": [{"name": "v", "mountPath": "/a"},
+                                        {"name": "w", "mountPath": "/a"}]}},
+         "mountPath '/a' appears twice"),
+        ({**M, "pod": {"imagePullSecrets": ["regcred"]}}, "must be a list of objects"),
+        ({**M, "pod": {"serviceAccountName": "Bad Name"}}, "lowercase DNS name"),
+        ({**M, "pod": {"affinity": []}}, "spec.pod.affinity must be an object"),
+    ],
+)
+def test_invalid_new_fields_say_what_to_fix(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw, default_image=IMAGE)
+
+
+def test_keda_on_cpu_needs_no_prometheus() -> None:
+    spec = parse_spec({**M, "autoscaling": {"mode": "keda", "metric": "cpu"}},
+                      default_image=IMAGE)
+    assert spec.autoscaling.mode == "keda" and spec.autoscaling.prometheus_url is None
+
+
+def test_names_with_a_cache_leave_room_for_the_fetch_job() -> None:
+    cached = parse_spec({"model": {"variant": "m", "cache": {}}}, default_image=IMAGE)
+    plain = parse_spec(M, default_image=IMAGE)
+    check_name("a" * 51, cached)
+    check_name("a" * 57, plain)
+    with pytest.raises(SpecError, match=r"with spec\.model\.cache names may have at most 51"):
+        check_name("a" * 52, cached)

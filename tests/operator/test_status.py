@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from voicefleet_operator import status
+import pytest
+from voicefleet_operator import cache, status
 
 T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
@@ -124,3 +125,46 @@ def test_guard_status_counts_restarts() -> None:
                                generation=None)
     assert calm["memoryGuard"]["restarts"] == 3
     assert conditions(calm)["MemoryPressure"]["status"] == "False"
+
+
+def cache_view(job: dict[str, Any] | None, claim: dict[str, Any] | None) -> status.CacheView:
+    target = cache.CachePlan(claim="tts-models", slot="m-x@v2-0123456789",
+                             directory="/models/m-x@v2-0123456789", load="m/x", hub=True,
+                             model="m/x", revision="v2")
+    return status.CacheView(target, "tts-model-fetch", job, claim)
+
+
+BOUND = {"status": {"phase": "Bound"}}
+
+
+@pytest.mark.parametrize(("job", "claim", "flag", "reason", "says"), [
+    (None, None, "False", "ClaimMissing", "tts-models does not exist"),
+    (None, {"status": {"phase": "Pending"}}, "False", "ClaimPending", "access modes"),
+    (None, BOUND, "False", "Fetching", "Job tts-model-fetch is fetching m/x@v2"),
+    ({"status": {"active": 1}}, BOUND, "False", "Fetching", "server pods wait"),
+    ({"status": {"succeeded": 1}}, BOUND, "True", "Cached", "m/x@v2 is cached (claim"),
+    ({"status": {"conditions": [{"type": "Failed", "status": "True",
+                                 "message": "BackoffLimitExceeded"}]}},
+     BOUND, "False", "FetchFailed", "delete the Job to fetch again"),
+])
+def test_model_cached_condition(job: Any, claim: Any, flag: str, reason: str, says: str) -> None:
+    found = conditions(reconciled({}, cache_view=cache_view(job, claim)))["ModelCached"]
+    assert (found["status"], found["reason"]) == (flag, reason)
+    assert says in found["message"]
+
+
+def test_model_cached_goes_with_the_cache_but_not_on_a_bad_spec() -> None:
+    cached = reconciled({}, cache_view=cache_view({"status": {"succeeded": 1}}, BOUND))
+    assert "ModelCached" in conditions(cached)
+    assert "ModelCached" in conditions(reconciled(cached, spec_error="spec.model: bad"))
+    assert "ModelCached" in conditions(reconciled(cached, api_error="API answered 500"))
+    assert "ModelCached" not in conditions(reconciled(cached))
+
+
+def test_missing_keda_degrades_and_status_carries_the_selector() -> None:
+    result = reconciled({}, blocked=("KedaMissing", "install KEDA"))
+    found = conditions(result)["Degraded"]
+    assert (found["status"], found["reason"], found["message"]) == (
+        "True", "KedaMissing", "install KEDA")
+    assert result["selector"] == (
+        "app.kubernetes.io/component=server,voicefleet.dev/service=tts")
