@@ -22,20 +22,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "autoscaling": {
             "prometheusAdapter": {"enabled": True, "namespace": "monitoring"},
-            "keda": {
-                "enabled": True,
-                "scaledObjects": [
-                    {"name": "english", "namespace": "tts", "minReplicaCount": 2,
-                     "maxReplicaCount": 10},
-                ],
-            },
         },
     },
     "namespaced-full": {
         "operator": {"watch": {"scope": "namespace"}, "peering": {"enabled": True}},
         "sampleVoiceService": {"enabled": True, "name": "english"},
         "serviceMonitor": {"enabled": True},
-        "autoscaling": {"prometheusAdapter": {"enabled": True}, "keda": {"enabled": True}},
+        "autoscaling": {"prometheusAdapter": {"enabled": True}},
     },
     "monitoring": {
         "serviceMonitor": {"enabled": True},

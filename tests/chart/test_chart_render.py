@@ -25,7 +25,7 @@ from chart_support import (
 )
 from k8s_lists import duplicate_list_map_keys
 
-CUSTOM_GROUPS = ("voicefleet.dev/", "kopf.dev/", "monitoring.coreos.com/", "keda.sh/")
+CUSTOM_GROUPS = ("voicefleet.dev/", "kopf.dev/", "monitoring.coreos.com/")
 
 
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
@@ -78,7 +78,7 @@ def test_custom_resources_match_the_chart_crds(render, values: str) -> None:
         if key in schemas:
             jsonschema.validate(doc, as_jsonschema(schemas[key]))
         else:
-            assert doc["apiVersion"] in {"monitoring.coreos.com/v1", "keda.sh/v1alpha1"} or not (
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1" or not (
                 doc["apiVersion"].startswith(CUSTOM_GROUPS)
             ), f"no schema to check {key} against"
 
@@ -267,32 +267,12 @@ def test_prometheus_adapter_rule_serves_the_hpa_metric(render) -> None:
     assert "<<.Series>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]
 
 
-def test_keda_scaled_objects(render) -> None:
-    objects = {o["metadata"]["name"]: o for o in by_kind(render("full"), "ScaledObject")}
-    assert set(objects) == {"english-queued-audio", "demo-queued-audio"}
-    english = objects["english-queued-audio"]
-    assert english["metadata"]["namespace"] == "tts"
-    spec = english["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                      "name": "english"}
-    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
-    assert trigger["metadata"]["query"] == (
-        'sum(voicefleet_queued_audio_seconds{namespace="tts",voicefleet_dev_service="english"})'
-    )
-    assert trigger["metadata"]["threshold"] == "30"
-    # the sample VoiceService's own bounds carry over
-    demo = objects["demo-queued-audio"]["spec"]
-    sample = sample_autoscaling()
-    assert (demo["minReplicaCount"], demo["maxReplicaCount"]) == (
-        sample["minReplicas"], sample["maxReplicas"],
-    )
-
-
-def sample_autoscaling() -> dict[str, Any]:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    return values["sampleVoiceService"]["spec"]["autoscaling"]
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_the_chart_makes_no_autoscaler_of_its_own(render, values: str) -> None:
+    """The operator owns each VoiceService's one autoscaler (HPA or, with mode keda, a KEDA
+    ScaledObject): a second one from the chart would fight it."""
+    kinds = {d["kind"] for d in render(values)}
+    assert not kinds & {"ScaledObject", "HorizontalPodAutoscaler"}
 
 
 def test_notes_render_for_every_values_set(helm, values_file) -> None:

@@ -42,12 +42,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("metric name", {"autoscaling": {"metricName": "queued audio"}}, "/autoscaling/metricName"),
     ("adapter query without series",
      {"autoscaling": {"prometheusAdapter": {"metricsQuery": "sum(up)"}}}, "metricsQuery"),
-    ("keda target words",
-     {"autoscaling": {"keda": {"targetQueuedAudioSeconds": "lots"}}}, "targetQueuedAudioSeconds"),
-    ("keda target zero",
-     {"autoscaling": {"keda": {"targetQueuedAudioSeconds": 0}}}, "targetQueuedAudioSeconds"),
-    ("keda entry without name",
-     {"autoscaling": {"keda": {"scaledObjects": [{"namespace": "tts"}]}}}, "scaledObjects"),
+    # The operator makes the KEDA ScaledObject (spec.autoscaling.mode keda); the chart no more.
+    ("keda values are gone", {"autoscaling": {"keda": {"enabled": True}}}, "keda"),
 ]
 
 
@@ -81,7 +77,7 @@ def test_good_non_default_values_pass(helm, tmp_path: Path) -> None:
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump({
         "operator": {"replicaCount": 0, "image": {"tag": "0.2.0-rc.1"}, "logLevel": "debug"},
-        "autoscaling": {"keda": {"enabled": True, "targetQueuedAudioSeconds": 7.5}},
+        "autoscaling": {"prometheusAdapter": {"enabled": True}},
         "serviceMonitor": {"interval": "1m30s"},
     }))
     helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(path))

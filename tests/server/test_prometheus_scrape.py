@@ -1,9 +1,10 @@
 """A real Prometheus (Debian's binary, 127.0.0.1, 1 s scrapes) scraping a real
 `voicefleet serve` and the operator's metrics endpoint, under load and after it.
 
-The queries are the chart's own, rendered by helm: the prometheus-adapter rule, the KEDA
-trigger, the dashboard's panels and the alert rules (loaded into this Prometheus). Queued
-audio-seconds must rise under load and fall back to zero after it.
+The queries are the ones deployed: the chart's, rendered by helm (the prometheus-adapter rule,
+the dashboard's panels, the alert rules, loaded into this Prometheus), and the KEDA trigger
+the operator builds for autoscaling.mode keda. Queued audio-seconds must rise under load and
+fall back to zero after it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import yaml
 from monitoring_support import ROOT, dashboard_targets, expand
 from server_process import ServerProcess, start_server
 from voicefleet_bench.prometheus import Prometheus, Target, free_port, start_prometheus, wait_for
+from voicefleet_operator.autoscalers import server_scaled_object
 from voicefleet_operator.metrics import OperatorMetrics
+from voicefleet_operator.spec import parse_spec
 
 # ~70 s on a 2-core machine (server start, load, a minute of averaging): run with --slow.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -49,10 +52,7 @@ def helm() -> str:
 def render_chart(tmp_path: Path) -> list[dict[str, Any]]:
     values = {
         "monitoring": {"prometheusRule": {"enabled": True}},
-        "autoscaling": {
-            "prometheusAdapter": {"enabled": True},
-            "keda": {"enabled": True, "scaledObjects": [{"name": SERVICE, "namespace": NAMESPACE}]},
-        },
+        "autoscaling": {"prometheusAdapter": {"enabled": True}},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     home = tmp_path / "helm-home"
@@ -81,9 +81,14 @@ def adapter_query(docs: list[dict[str, Any]]) -> str:
     )
 
 
-def keda_query(docs: list[dict[str, Any]]) -> str:
-    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
-    (trigger,) = scaled["spec"]["triggers"]
+def keda_query() -> str:
+    """The query of the ScaledObject the operator builds for a VoiceService in mode keda."""
+    spec = parse_spec(
+        {"model": {"variant": "m"},
+         "autoscaling": {"mode": "keda", "prometheusUrl": "http://prometheus:9090"}},
+        default_image="img",
+    )
+    (trigger,) = server_scaled_object(spec, SERVICE, NAMESPACE)["spec"]["triggers"]
     query: str = trigger["metadata"]["query"]
     return query
 
@@ -148,7 +153,7 @@ def test_autoscaling_queries_rise_under_load_and_fall_after(
     stack: tuple[ServerProcess, Prometheus, list[dict[str, Any]]],
 ) -> None:
     server, prometheus, docs = stack
-    adapter, keda = adapter_query(docs), keda_query(docs)
+    adapter, keda = adapter_query(docs), keda_query()
     assert keda == f"sum(voicefleet_queued_audio_seconds{{{SELECTOR}}})"
     wait_for(lambda: prometheus.scalar(keda) == 0.0, 30, "an idle server scraped")
 
