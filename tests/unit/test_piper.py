@@ -270,3 +270,11 @@ def test_convert_piper_command(
     assert main(["convert-piper", str(broken), str(tmp_path / "nope")]) == 1
     assert "bad.onnx.json: missing" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+def test_text_profile_says_espeak_reads_the_text(synth: PiperSynthesizer) -> None:
+    profile = synth.text_profile
+    assert synth.phonemizes and profile.reads_numbers and profile.vocabulary is None
+    assert profile.language == "en"
+    # espeak-ng reads digits itself: "3" becomes phonemes, not silence.
+    assert len(synth.tokenize("It costs 3 dollars.")) > len(synth.tokenize("It costs dollars."))

@@ -112,6 +112,7 @@ class PiperSynthesizer(VitsSynthesizer):
         self._id_map: dict[str, list[int]] = piper["phoneme_id_map"]
         self._phoneme_map: dict[str, Any] = piper.get("phoneme_map") or {}
         espeak_voice = str(piper.get("espeak", {}).get("voice") or "en-us")
+        self.language_tag = espeak_voice  # the language espeak-ng reads (text_profile)
         # Started before the weights load: a missing espeak-ng fails start-up at once.
         self.phonemizer = EspeakPhonemizer(espeak_voice, processes=phonemizer_processes)
         try:
