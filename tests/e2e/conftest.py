@@ -10,7 +10,9 @@ cluster). Images are not built here; build and load them first (docs/helm.md):
 
 Environment: VOICEFLEET_E2E_OPERATOR_IMAGE, VOICEFLEET_E2E_SERVER_IMAGE (repository:tag),
 VOICEFLEET_E2E_KEEP=1 keeps the namespace and release for debugging, VOICEFLEET_E2E_REDIS=1
-lets the operator run Redis for the service (pulls the redis image).
+lets the operator run Redis for the service (pulls the redis image),
+VOICEFLEET_E2E_STORAGE_CLASS names the storage class of the model-cache test's claim
+(default: the cluster's default class; the claim is ReadWriteOnce).
 """
 
 from __future__ import annotations
