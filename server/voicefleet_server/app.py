@@ -14,10 +14,8 @@ import os
 import signal
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
 from types import FrameType
 
 import uvicorn
@@ -30,16 +28,13 @@ from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
-from voicefleet_server.serving.cache import ResultCache
-from voicefleet_server.serving.jobs import JobService
-from voicefleet_server.serving.ratelimit import RateLimiter
-from voicefleet_server.serving.redis_link import RedisLink
+from voicefleet_server.serving.services import Services
 from voicefleet_server.serving.speech import SpeechService
-from voicefleet_server.serving.voices import VoiceLibrary
 
 log = logging.getLogger(__name__)
 
-# Bodies above this are refused before parsing (a speech body of 4096 characters is ~20 KB).
+# The floor of the body limit (a speech body of 4096 characters is ~20 KB); create_app
+# raises it to fit the longest job input and a reference-audio upload.
 MAX_BODY_BYTES = 1 << 20
 
 
@@ -84,31 +79,15 @@ class RequestMetricsMiddleware:
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    metrics = Metrics()
-    replica = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    link = (
-        RedisLink(
-            settings.redis_url, settings.redis_prefix, metrics, replica, settings.job_heartbeat_s
-        )
-        if settings.redis_url
-        else None
-    )
-    speech = SpeechService(settings, metrics, VoiceLibrary(settings, metrics, link))
-    jobs = JobService(settings, metrics, speech, link, replica)
+    services = Services.create(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        speech.start()
-        if link is not None:
-            await link.start()
-        jobs.start()
+        await services.start()
         try:
             yield
         finally:
-            await jobs.close()
-            await speech.close()
-            if link is not None:
-                await link.close()
+            await services.close()
 
     app = FastAPI(
         title="voicefleet",
@@ -116,18 +95,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         description="Batched text-to-speech with an OpenAI-compatible API.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.speech = speech
-    app.state.redis = link
-    app.state.jobs = jobs
-    app.state.cache = ResultCache(settings, metrics, link)
-    app.state.rate_limiter = RateLimiter(settings, link)
-    app.state.playground_html = (
-        resources.files("voicefleet_server")
-        .joinpath("static/index.html")
-        .read_text(encoding="utf-8")
-    )
+    # The one object routes reach (api/routes.py `services`).
+    app.state.services = services
     install_error_handlers(app)
     app.include_router(router)
     # Job inputs may be far longer than speech inputs (JSON-escaped, up to 6 bytes a character).
@@ -141,7 +110,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(api_key, settings.api_key_file))
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, max_body_bytes=max_body)
+    app.add_middleware(RequestMetricsMiddleware, metrics=services.metrics, max_body_bytes=max_body)
     return app
 
 
@@ -209,4 +178,5 @@ def run(settings: ServerSettings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
     )
-    DrainingServer(config, app.state.speech, settings.drain_seconds).run()
+    services: Services = app.state.services
+    DrainingServer(config, services.speech, settings.drain_seconds).run()

@@ -1,5 +1,10 @@
 """Server settings: one pydantic model, filled from `voicefleet serve` flags and
-`VOICEFLEET_<FLAG>` environment variables (how the operator configures pods)."""
+`VOICEFLEET_<FLAG>` environment variables (how the operator configures pods).
+
+Defaults that the VoiceService CRD also sets come from `voicefleet.defaults`, and
+`--vram-budget` is read by `voicefleet.quantity`, the parser the operator uses too: a pod
+started by hand behaves like one the operator started.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from voicefleet_server.engine.device import parse_quantity
+from voicefleet import defaults
+from voicefleet.quantity import QuantityError, parse_bytes
 from voicefleet_server.engine.quality import QualityLimits
 
 
@@ -25,17 +31,23 @@ class ServerSettings(BaseModel):
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     batch_window_ms: float = Field(
-        10.0, ge=0, description="how long the oldest waiting segment may wait for batch mates"
+        float(defaults.BATCH_WINDOW_MS),
+        ge=0,
+        description="how long the oldest waiting segment may wait for batch mates",
     )
-    max_batch_size: int = Field(16, ge=1, le=1024, description="most segments per model call")
+    max_batch_size: int = Field(
+        defaults.MAX_BATCH_SIZE, ge=1, le=1024, description="most segments per model call"
+    )
     max_queue: int = Field(
-        256, ge=1, description="most segments waiting; beyond it requests get 429 + Retry-After"
+        defaults.MAX_QUEUE,
+        ge=1,
+        description="most segments waiting; beyond it requests get 429 + Retry-After",
     )
     vram_budget: str | None = Field(
         None, description="GPU memory this pod may use (e.g. 8Gi); default: the whole device"
     )
     vram_watermark_percent: float = Field(
-        90,
+        defaults.VRAM_WATERMARK_PERCENT,
         ge=1,
         le=100,
         description="readiness fails while GPU memory is above this share of the budget",
@@ -51,7 +63,9 @@ class ServerSettings(BaseModel):
         4096, ge=1, description="longest `input` accepted by /v1/audio/speech"
     )
     drain_seconds: float = Field(
-        30.0, ge=0, description="on SIGTERM, how long to finish accepted work before exiting"
+        float(defaults.DRAIN_SECONDS),
+        ge=0,
+        description="on SIGTERM, how long to finish accepted work before exiting",
     )
     autotune: bool = Field(
         True, description="on CPU, measure batch sizes at start-up and keep the fastest"
@@ -188,9 +202,12 @@ class ServerSettings(BaseModel):
     @classmethod
     def _budget_is_quantity(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_quantity(value)
+            try:
+                parse_bytes(value)
+            except QuantityError as exc:  # a ValueError: pydantic reports it per field
+                raise ValueError(str(exc)) from exc
         return value
 
     @property
     def vram_budget_bytes(self) -> int | None:
-        return None if self.vram_budget is None else parse_quantity(self.vram_budget)
+        return None if self.vram_budget is None else parse_bytes(self.vram_budget)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server process (names fixed by DESIGN.md).
+"""Prometheus metrics of one server process (names are public: dashboards, the HPA and the
+operator's memory guard read them; see README).
 
 One registry per app, so several apps in one process (tests) never collide. Queue
 depth and queued audio-seconds are the autoscaling signals: requests are a poor proxy

@@ -9,7 +9,6 @@ from voicefleet_server.serving.dialogue import (
     normalize_label,
     parse_script,
     plan_chunks,
-    speakers,
 )
 
 
@@ -42,7 +41,6 @@ def test_custom_labels_only_when_mapped() -> None:
     assert parse_script(script) == [Turn(None, script)]
     turns = parse_script(script, labels=["alice", "Bob"])
     assert turns == [Turn("alice", "Hi Bob."), Turn("Bob", "Hi Alice.\nNote: not a speaker.")]
-    assert speakers(turns) == ["alice", "Bob"]
 
 
 def test_empty_turns_are_dropped() -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 from voicefleet_server.cli import settings_from
-from voicefleet_server.engine.device import parse_quantity
+
+from voicefleet.quantity import parse_bytes
 
 
 def test_environment_configures_and_flags_win() -> None:
@@ -43,4 +44,4 @@ def test_bad_values_are_refused(argv: list[str]) -> None:
     ],
 )
 def test_quantities(text: str, expected: int) -> None:
-    assert parse_quantity(text) == expected
+    assert parse_bytes(text) == expected

@@ -3,9 +3,10 @@
 The Content-Length check (app.py) refuses a declared oversized body at once; this catches
 what it cannot: chunked bodies with no length (counted as they arrive, 413 as soon as
 they pass the limit) and slow-loris clients that trickle a body (408 after
-`--body-timeout-s`), so neither can hold a connection and a coroutine for ever. Speech
-and job bodies are small (the limit is about 1 MiB), so buffering them costs nothing the
-JSON parser would not spend anyway.
+`--body-timeout-s`), so neither can hold a connection and a coroutine for ever. The limit
+(app.py) is 1 MiB raised to fit the longest job input and a reference-audio upload: about
+10 MB with the default settings. Buffering a body that size costs nothing the JSON or
+multipart parser would not spend anyway.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""HTTP routes: thin functions that take the services from `app.state` and delegate."""
+"""HTTP routes: thin functions that reach the serving layer through one dependency
+(`services`: the `Services` object on `app.state`) and delegate to it."""
 
 from __future__ import annotations
 
+import functools
 import time
+from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -24,12 +27,10 @@ from voicefleet_server.api.schemas import (
     VoiceDeleted,
     VoiceList,
 )
-from voicefleet_server.engine.faults import FAULT_HEADER
-from voicefleet_server.serving.cache import ResultCache
-from voicefleet_server.serving.jobs import JobService, JobSpec
-from voicefleet_server.serving.ratelimit import RateLimiter, client_identity
-from voicefleet_server.serving.redis_link import RedisLink
-from voicefleet_server.serving.speech import OPENAI_MODEL_ALIASES, SpeechService, SpeechSpec
+from voicefleet_server.serving.ratelimit import client_identity
+from voicefleet_server.serving.runtime import FAULT_HEADER
+from voicefleet_server.serving.services import Services
+from voicefleet_server.serving.specs import JobSpec, SpeechSpec
 from voicefleet_server.serving.store import JobRecord
 
 router = APIRouter()
@@ -42,25 +43,18 @@ _JOB_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def speech_service(request: Request) -> SpeechService:
-    service: SpeechService = request.app.state.speech
-    return service
+def services(request: Request) -> Services:
+    """The one way a route reaches the serving layer."""
+    found: Services = request.app.state.services
+    return found
 
 
-Service = Annotated[SpeechService, Depends(speech_service)]
+Svc = Annotated[Services, Depends(services)]
 
 
-def job_service(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs
-    return service
-
-
-Jobs = Annotated[JobService, Depends(job_service)]
-
-
-async def rate_limit(request: Request) -> None:
+async def rate_limit(request: Request, svc: Svc) -> None:
     """Work-creating routes spend one token of the caller's bucket (429 when empty)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter = svc.rate_limiter
     if limiter.enabled:
         client = request.client.host if request.client else None
         await limiter.check(client_identity(request.headers.get("authorization"), client))
@@ -78,7 +72,7 @@ Limited = Depends(rate_limit)
     summary="Generate audio from text (OpenAI-compatible)",
     dependencies=[Limited],
 )
-async def create_speech(body: SpeechRequest, service: Service, request: Request) -> Response:
+async def create_speech(body: SpeechRequest, svc: Svc, request: Request) -> Response:
     spec = SpeechSpec(
         model=body.model,
         input=body.input,
@@ -87,32 +81,30 @@ async def create_speech(body: SpeechRequest, service: Service, request: Request)
         speed=body.speed,
         stream_format=body.stream_format,
         seed=body.seed,
-        fault=request.headers.get(FAULT_HEADER) if service.settings.fault_injection else None,
+        fault=request.headers.get(FAULT_HEADER) if svc.settings.fault_injection else None,
     )
-    await service.ensure_voices(body.voice)
     if body.stream_format is None:
-        cache: ResultCache = request.app.state.cache
-        audio, media_type = await cache.speak(service, spec)
+        audio, media_type = await svc.speech.speak(spec)
         return Response(audio, media_type=media_type)
-    chunks, media_type = service.stream(spec)
+    chunks, media_type = await svc.speech.stream(spec)
     return StreamingResponse(chunks, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/v1/models", response_model=ModelList, summary="Models this pod serves")
-async def list_models(service: Service) -> ModelList:
-    return ModelList(data=[ModelCard(id=service.model_name, created=_STARTED)])
+async def list_models(svc: Svc) -> ModelList:
+    return ModelList(data=[ModelCard(id=svc.runtime.model_name, created=_STARTED)])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
-async def get_model(model_id: str, service: Service) -> Response | ModelCard:
-    if model_id not in {service.model_name, service.settings.model, *OPENAI_MODEL_ALIASES}:
+async def get_model(model_id: str, svc: Svc) -> Response | ModelCard:
+    if not svc.runtime.serves(model_id):
         return error_response(
             404,
             f"model {model_id!r} is not served here",
             "invalid_request_error",
             "model_not_found",
         )
-    return ModelCard(id=service.model_name, created=_STARTED)
+    return ModelCard(id=svc.runtime.model_name, created=_STARTED)
 
 
 @router.get(
@@ -121,8 +113,8 @@ async def get_model(model_id: str, service: Service) -> Response | ModelCard:
     responses=_ERRORS,
     summary="Voices of the loaded model, built-in and uploaded",
 )
-async def list_voices(service: Service) -> VoiceList:
-    return VoiceList(data=[VoiceCard.model_validate(v) for v in await service.catalogue()])
+async def list_voices(svc: Svc) -> VoiceList:
+    return VoiceList(data=[VoiceCard.model_validate(v) for v in await svc.runtime.catalogue()])
 
 
 @router.post(
@@ -133,13 +125,13 @@ async def list_voices(service: Service) -> VoiceList:
     summary="Make a voice from reference audio (SpeechT5 models): wav, flac, mp3 or ogg",
 )
 async def upload_voice(
-    service: Service,
+    svc: Svc,
     name: Annotated[str, Form(min_length=1, max_length=128, description="display name")],
     file: Annotated[UploadFile, File(description="reference audio, up to 30 s / 10 MB")],
 ) -> VoiceCard:
     # Read one byte past the limit so an oversized file is refused without reading it all.
-    data = await file.read(service.settings.voice_max_upload_bytes + 1)
-    return VoiceCard.model_validate(await service.upload_voice(name, data))
+    data = await file.read(svc.settings.voice_max_upload_bytes + 1)
+    return VoiceCard.model_validate(await svc.runtime.upload_voice(name, data))
 
 
 @router.delete(
@@ -149,42 +141,48 @@ async def upload_voice(
     summary="Delete an uploaded voice",
 )
 async def delete_voice(
-    voice_id: Annotated[str, PathParam(min_length=1, max_length=64)], service: Service
+    voice_id: Annotated[str, PathParam(min_length=1, max_length=64)], svc: Svc
 ) -> VoiceDeleted:
-    await service.delete_voice(voice_id)
+    await svc.runtime.delete_voice(voice_id)
     return VoiceDeleted(id=voice_id)
 
 
 @router.get("/healthz", summary="Liveness: the process serves HTTP and the model has not failed")
-async def healthz(service: Service) -> JSONResponse:
-    _, detail = service.readiness()
-    status = 200 if service.live() else 500
+async def healthz(svc: Svc) -> JSONResponse:
+    _, detail = svc.runtime.readiness()
+    status = 200 if svc.runtime.live() else 500
     return JSONResponse(
         {"status": "ok" if status == 200 else "failed", **detail}, status_code=status
     )
 
 
 @router.get("/readyz", summary="Readiness: loaded, warmed up, not draining, memory under watermark")
-async def readyz(request: Request, service: Service, jobs: Jobs) -> JSONResponse:
-    ready, detail = service.readiness()
-    link: RedisLink | None = request.app.state.redis
+async def readyz(svc: Svc) -> JSONResponse:
+    ready, detail = svc.runtime.readiness()
     # Redis down does not make the pod unready (it serves speech without it); it says so.
-    detail["redis"] = link.detail() if link is not None else {"configured": False}
-    detail["jobs"] = jobs.detail()
+    detail["redis"] = svc.redis.detail() if svc.redis is not None else {"configured": False}
+    detail["jobs"] = svc.jobs.detail()
     return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request, service: Service) -> Response:
-    service.refresh_gauges()
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+async def metrics(svc: Svc) -> Response:
+    svc.runtime.refresh_gauges()
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@functools.cache
+def _playground_html() -> str:
+    return (
+        resources.files("voicefleet_server")
+        .joinpath("static/index.html")
+        .read_text(encoding="utf-8")
     )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def playground(request: Request) -> HTMLResponse:
-    return HTMLResponse(request.app.state.playground_html)
+async def playground() -> HTMLResponse:
+    return HTMLResponse(_playground_html())
 
 
 # ---- long-form jobs ---------------------------------------------------------------------
@@ -233,7 +231,7 @@ JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="job i
     dependencies=[Limited],
     summary="Start a long-form or multi-speaker job; returns at once",
 )
-async def create_job(body: JobRequest, jobs: Jobs) -> JobStatus:
+async def create_job(body: JobRequest, svc: Svc) -> JobStatus:
     spec = JobSpec(
         model=body.model,
         input=body.input,
@@ -243,7 +241,7 @@ async def create_job(body: JobRequest, jobs: Jobs) -> JobStatus:
         speed=body.speed,
         seed=body.seed,
     )
-    return _job_status(await jobs.create(spec))
+    return _job_status(await svc.jobs.create(spec))
 
 
 @router.get(
@@ -252,8 +250,8 @@ async def create_job(body: JobRequest, jobs: Jobs) -> JobStatus:
     responses=_JOB_ERRORS,
     summary="A job's status, progress and finished chunks",
 )
-async def get_job(job_id: JobId, jobs: Jobs) -> JobStatus:
-    return _job_status(await jobs.status(job_id))
+async def get_job(job_id: JobId, svc: Svc) -> JobStatus:
+    return _job_status(await svc.jobs.status(job_id))
 
 
 @router.delete(
@@ -262,8 +260,8 @@ async def get_job(job_id: JobId, jobs: Jobs) -> JobStatus:
     responses=_JOB_ERRORS,
     summary="Cancel a job",
 )
-async def cancel_job(job_id: JobId, jobs: Jobs) -> JobStatus:
-    return _job_status(await jobs.cancel(job_id))
+async def cancel_job(job_id: JobId, svc: Svc) -> JobStatus:
+    return _job_status(await svc.jobs.cancel(job_id))
 
 
 @router.get(
@@ -271,8 +269,8 @@ async def cancel_job(job_id: JobId, jobs: Jobs) -> JobStatus:
     responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
     summary="One finished chunk, as a complete file (served while later chunks render)",
 )
-async def get_job_chunk(job_id: JobId, index: int, jobs: Jobs) -> Response:
-    body, media_type = await jobs.chunk(job_id, index)
+async def get_job_chunk(job_id: JobId, index: int, svc: Svc) -> Response:
+    body, media_type = await svc.jobs.chunk(job_id, index)
     return Response(body, media_type=media_type)
 
 
@@ -281,6 +279,6 @@ async def get_job_chunk(job_id: JobId, index: int, jobs: Jobs) -> Response:
     responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
     summary="The whole result of a succeeded job, streamed",
 )
-async def get_job_audio(job_id: JobId, jobs: Jobs) -> StreamingResponse:
-    chunks, media_type = await jobs.audio(job_id)
+async def get_job_audio(job_id: JobId, svc: Svc) -> StreamingResponse:
+    chunks, media_type = await svc.jobs.audio(job_id)
     return StreamingResponse(chunks, media_type=media_type)

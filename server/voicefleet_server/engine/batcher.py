@@ -71,7 +71,8 @@ class EngineStopped(Exception):
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _thread_state = threading.local()
-_Job = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
+# One model call queued for the worker thread, and the future its result goes to.
+_ModelCall = tuple[Callable[[], _T], "concurrent.futures.Future[_T]"]
 
 
 class _Wake:
@@ -102,8 +103,8 @@ class _ModelWorker(Generic[_T]):
     """
 
     def __init__(self, name: str, preemptible: bool = False) -> None:
-        self._jobs: queue.SimpleQueue[_Job[_T] | _Wake | None] = queue.SimpleQueue()
-        self._urgent: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_ModelCall[_T] | _Wake | None] = queue.SimpleQueue()
+        self._urgent: queue.SimpleQueue[_ModelCall[Any]] = queue.SimpleQueue()
         self._urgent_running: concurrent.futures.Future[Any] | None = None
         self.preemptible = preemptible
         self.busy_since: float | None = None
@@ -123,11 +124,11 @@ class _ModelWorker(Generic[_T]):
         self.put_urgent((fn, future))
         return future
 
-    def put_urgent(self, job: _Job[Any]) -> None:
+    def put_urgent(self, job: _ModelCall[Any]) -> None:
         self._urgent.put(job)
         self._jobs.put(_WAKE)
 
-    def take_urgent(self) -> list[_Job[Any]]:
+    def take_urgent(self) -> list[_ModelCall[Any]]:
         """Urgent calls not started yet (handed to a fresh worker when this one is stuck)."""
         taken = []
         with contextlib.suppress(queue.Empty):
@@ -334,10 +335,6 @@ class Engine:
     def stop_accepting(self) -> None:
         self._accepting = False
         self._fail_idle_calls(EngineStopped("the server is draining"))
-
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

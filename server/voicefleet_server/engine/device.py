@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,35 +25,6 @@ from voicefleet_server.engine.nvml import (
 from voicefleet_server.metrics import GpuReport
 
 log = logging.getLogger(__name__)
-
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPE]i?|[kmgtpe]|)\s*$")
-_FACTORS = {
-    "": 1,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def parse_quantity(value: str | int) -> int:
-    """Bytes in a Kubernetes-style quantity ('8Gi', '500M', '1073741824')."""
-    if isinstance(value, int):
-        return value
-    match = _QUANTITY.match(value)
-    if not match:
-        raise ValueError(f"not a memory quantity: {value!r} (expected e.g. 8Gi, 512Mi, 2G)")
-    number, unit = match.groups()
-    return int(float(number) * _FACTORS[unit])
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,14 @@ Pure functions over plain data, so fairness, windows and budgets are unit-tested
 without a model or a clock. The batcher calls `plan_batch` each time the device is
 free and acts on the decision.
 
-Ordering is earliest-deadline-first over per-segment deadlines. Segment k of a request
-is due at `arrival + (k + 1) * segment_slo_s`: a one-line request that arrives while a
-long text is rendering is due long before that text's later segments, so it runs
-between them instead of waiting behind them (fair queueing without per-client state).
-Interactive requests get a tighter slo than background jobs through `priority`.
+Ordering is earliest-deadline-first over per-segment deadlines, which the batcher
+computes (`segment_deadline`): segment k of a request is due (k + 1) slots after its
+arrival, a slot being the measured time of one model call (never below a floor), and a
+request that fell behind its schedule is due one slot after its last segment finished.
+A one-line request that arrives while a long text is rendering is therefore due long
+before that text's later segments, so it runs between them instead of waiting behind
+them (fair queueing without per-client state). Background jobs get looser deadlines
+through a larger slot (`slo_scale`). Segments share a batch only within one `group`.
 
 Batch formation is fair too: every request with a segment waiting gets one place in the
 batch (in deadline order) before any request gets a second one, and a request gets more

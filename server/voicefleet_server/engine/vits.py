@@ -33,23 +33,6 @@ from voicefleet_server.engine.timestamps import silent_ids
 
 log = logging.getLogger(__name__)
 
-# OpenAI's voice names; on a multi-speaker model they map onto speakers in this order.
-OPENAI_VOICES = (
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "nova",
-    "onyx",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
-
 
 class VitsOutput(NamedTuple):
     """`waveform` [B, samples] (each row's tail past `lengths` is not silence: trim it);
@@ -283,13 +266,6 @@ def _voices(config: object) -> list[Voice]:
     if len(set(names)) != count or any(not n or n.startswith("LABEL_") for n in names):
         names = [f"speaker-{i}" for i in range(count)]
     return [Voice(id=name, name=name, speaker_index=i) for i, name in enumerate(names)]
-
-
-def openai_voice_index(voice: str, speakers: int) -> int | None:
-    """OpenAI's voice names map onto the model's speakers in a fixed order."""
-    if voice not in OPENAI_VOICES:
-        return None
-    return OPENAI_VOICES.index(voice) % max(speakers, 1)
 
 
 def _model_name(source: str) -> str:

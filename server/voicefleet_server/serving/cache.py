@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,7 +22,8 @@ import redis.asyncio as aioredis
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving.redis_link import RedisDown, RedisLink
-from voicefleet_server.serving.speech import SpeechService, SpeechSpec
+from voicefleet_server.serving.runtime import ModelRuntime
+from voicefleet_server.serving.specs import SpeechSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +53,34 @@ class _Lru:
             self._bytes -= len(old)
 
 
+Render = Callable[[SpeechSpec], Awaitable[tuple[bytes, str]]]
+
+
 class ResultCache:
-    def __init__(self, settings: ServerSettings, metrics: Metrics, link: RedisLink | None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        metrics: Metrics,
+        link: RedisLink | None,
+        runtime: ModelRuntime,
+    ) -> None:
         self.mode = settings.cache
         self.ttl_s = settings.cache_ttl_s
         self.settings = settings
         self.metrics = metrics
         self.link = link
+        self.runtime = runtime
         self._local = _Lru(settings.cache_memory_mb << 20)
 
-    def key(self, speech: SpeechService, spec: SpeechSpec) -> str | None:
+    def key(self, spec: SpeechSpec) -> str | None:
         """The cache key, or None when this request is not cached."""
         if self.mode == "off" or spec.stream_format is not None or spec.fault is not None:
             return None
         if self.mode == "seeded" and spec.seed is None:
             return None
-        voice = speech.resolve_voice(spec.voice).id
+        voice = self.runtime.resolve_voice(spec.voice).id
         identity = [
-            speech.model_name,
+            self.runtime.model_name,
             self.settings.revision,
             spec.input,
             voice,
@@ -79,17 +91,17 @@ class ResultCache:
         digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
         return f"cache:{digest}"
 
-    async def speak(self, speech: SpeechService, spec: SpeechSpec) -> tuple[bytes, str]:
-        """`speech.speak`, answered from the cache when it can be."""
-        key = self.key(speech, spec)
+    async def speak(self, spec: SpeechSpec, render: Render) -> tuple[bytes, str]:
+        """`render(spec)`, answered from the cache when it can be."""
+        key = self.key(spec)
         if key is None:
-            return await speech.speak(spec)
+            return await render(spec)
         hit = await self._get(key)
         if hit is not None:
             self.metrics.cache_hits.inc()
             return hit
         self.metrics.cache_misses.inc()
-        body, media_type = await speech.speak(spec)
+        body, media_type = await render(spec)
         if len(body) <= MAX_ENTRY_BYTES:
             await self._put(key, body, media_type)
         return body, media_type

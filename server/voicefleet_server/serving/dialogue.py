@@ -9,7 +9,7 @@ never spans two turns, so each turn's voice and the pause before it stay exact.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from voicefleet_server.engine.segmenter import split_segments
@@ -89,25 +89,23 @@ def _label_of(line: str, known: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def plan_chunks(turns: list[Turn], max_chunk_segments: int) -> list[ChunkPlan]:
-    """Segments of every turn, grouped into chunks of at most `max_chunk_segments`."""
+def plan_chunks(
+    turns: list[Turn],
+    max_chunk_segments: int,
+    segment: Callable[[str], list[str]] = split_segments,
+) -> list[ChunkPlan]:
+    """Segments of every turn, grouped into chunks of at most `max_chunk_segments`.
+
+    Jobs pass the runtime's text -> segments stage as `segment`, so a job is cut exactly
+    as a speech request with the same text would be."""
     if max_chunk_segments < 1:
         raise ValueError("max_chunk_segments must be positive")
     chunks: list[ChunkPlan] = []
     index = 0
     for turn in turns:
-        segments = split_segments(turn.text)
+        segments = segment(turn.text)
         for start in range(0, len(segments), max_chunk_segments):
             part = tuple(segments[start : start + max_chunk_segments])
             chunks.append(ChunkPlan(turn.speaker, part, index, start == 0))
             index += len(part)
     return chunks
-
-
-def speakers(turns: list[Turn]) -> list[str]:
-    """Labels in order of first appearance."""
-    seen: dict[str, None] = {}
-    for turn in turns:
-        if turn.speaker is not None:
-            seen.setdefault(turn.speaker, None)
-    return list(seen)

@@ -18,20 +18,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import secrets
 import tempfile
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from voicefleet_server.config import ServerSettings
-from voicefleet_server.engine.batcher import EngineStopped, QueueFull
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving.audio import (
@@ -49,10 +47,13 @@ from voicefleet_server.serving.errors import (
     InvalidInput,
     NotFound,
     NotReady,
+    Overloaded,
     Unavailable,
 )
 from voicefleet_server.serving.redis_link import RedisDown, RedisLink
-from voicefleet_server.serving.speech import SEGMENT_PAUSE_S, SpeechService, State
+from voicefleet_server.serving.runtime import ModelRuntime, State, clean_text
+from voicefleet_server.serving.specs import JobSpec
+from voicefleet_server.serving.speech import SEGMENT_PAUSE_S, check_target
 from voicefleet_server.serving.store import JobRecord, JobStore, MemoryJobStore, RedisJobStore
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,6 @@ T = TypeVar("T")
 JOB_SLO_SCALE = 10.0
 # A job abandoned by this many replicas in a row is failed rather than passed on again.
 MAX_RESUMES = 3
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    model: str
-    input: str
-    voice: str
-    voices: dict[str, str] = field(default_factory=dict)
-    response_format: str = "wav"
-    speed: float = 1.0
-    seed: int | None = None
 
 
 class _Cancelled(Exception):
@@ -104,13 +93,13 @@ class JobService:
         self,
         settings: ServerSettings,
         metrics: Metrics,
-        speech: SpeechService,
+        runtime: ModelRuntime,
         link: RedisLink | None,
         replica: str,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.speech = speech
+        self.runtime = runtime
         self.link = link
         self.replica = replica
         self.memory = MemoryJobStore(settings.job_ttl_s)
@@ -145,7 +134,7 @@ class JobService:
     # ---- API -------------------------------------------------------------------------
 
     async def create(self, spec: JobSpec) -> JobRecord:
-        if self.speech.state is State.DRAINING:
+        if self.runtime.draining:
             raise Unavailable("the server is draining", retry_after_s=5)
         if len(spec.input) > self.settings.job_max_input_chars:
             raise InputTooLarge(
@@ -153,19 +142,19 @@ class JobService:
                 f"{self.settings.job_max_input_chars} (about 90 minutes of speech)",
                 param="input",
             )
-        self.speech.check_target(spec.model, spec.response_format)
-        await self.speech.ensure_voices(spec.voice, *spec.voices.values())
-        self.speech.resolve_voice(spec.voice)
+        check_target(self.runtime, spec.model, spec.response_format)
+        await self.runtime.ensure_voices(spec.voice, *spec.voices.values())
+        self.runtime.resolve_voice(spec.voice)
         for label, name in spec.voices.items():
-            self.speech.resolve_voice(name, param=f"voices.{label}")
+            self.runtime.resolve_voice(name, param=f"voices.{label}")
         request = asdict(spec)
-        request["input"] = _CONTROL_CHARS.sub(" ", spec.input)
+        request["input"] = clean_text(spec.input)
         request["seed"] = spec.seed if spec.seed is not None else secrets.randbits(62)
         request["chunk_segments"] = self.settings.job_chunk_segments
         plan = self._plan(request)
         if not plan:
             raise InvalidInput("input is empty", param="input")
-        rate = self.speech.sampling_rate
+        rate = self.runtime.sampling_rate
         record = JobRecord(
             id="job_" + uuid.uuid4().hex,
             status="queued",
@@ -282,7 +271,8 @@ class JobService:
     def _plan(self, request: dict[str, Any]) -> list[ChunkPlan]:
         voices: dict[str, str] = request.get("voices") or {}
         turns = parse_script(request["input"], labels=voices.keys())
-        return plan_chunks(turns, int(request["chunk_segments"]))
+        # Segmented by the runtime, exactly as a speech request would be.
+        return plan_chunks(turns, int(request["chunk_segments"]), segment=self.runtime.segments)
 
     def _launch(self, record: JobRecord, store: JobStore, request: dict[str, Any]) -> None:
         run = _Run(record, store, request, epoch=self.link.epoch if self.link else 0)
@@ -335,7 +325,7 @@ class JobService:
         except _LostOwnership:
             log.warning("job %s is owned by another replica now; stopping here", record.id)
             return
-        except EngineStopped:
+        except Unavailable:  # the engine stopped taking work (draining, shutting down)
             await self._stop(run)
             return
         except _SegmentFailed as exc:
@@ -368,12 +358,9 @@ class JobService:
         await run.store.save(record)
 
     async def _render(self, run: _Run, plan: list[ChunkPlan], missing: list[int]) -> None:
-        engine = self.speech.engine
-        if engine is None:
-            raise EngineStopped("the model is not loaded")
         # Uploaded voices come from Redis (the job may have been created on another replica).
         voices: dict[str, str] = run.request.get("voices") or {}
-        await self.speech.ensure_voices(run.request["voice"], *voices.values())
+        await self.runtime.ensure_voices(run.request["voice"], *voices.values())
         record = run.record
         window = self.settings.job_window_segments
         pending = deque(missing)
@@ -385,16 +372,12 @@ class JobService:
                 while pending and (
                     not inflight or queued + len(plan[pending[0]].segments) <= window
                 ):
-                    items = self._items(plan[pending[0]], run.request)
+                    items = await self._items(plan[pending[0]], run.request)
                     try:
                         futures = (
-                            engine.submit(
-                                items, slo_scale=JOB_SLO_SCALE, group=self.speech.model_family
-                            )
-                            if items
-                            else []
+                            self.runtime.submit(items, slo_scale=JOB_SLO_SCALE) if items else []
                         )
-                    except QueueFull as exc:
+                    except Overloaded as exc:
                         if inflight:
                             break
                         await asyncio.sleep(min(1.0, exc.retry_after_s))
@@ -430,28 +413,18 @@ class JobService:
         finally:
             leftover = [f for _, futures in inflight for f in futures]
             if leftover:
-                engine.cancel(leftover)
+                self.runtime.cancel(leftover)
 
-    def _items(self, chunk: ChunkPlan, request: dict[str, Any]) -> list[SynthesisItem]:
+    async def _items(self, chunk: ChunkPlan, request: dict[str, Any]) -> list[SynthesisItem]:
         voices: dict[str, str] = request.get("voices") or {}
         name = voices.get(chunk.speaker or "", request["voice"])
-        voice = self.speech.resolve_voice(name)
-        seed = int(request["seed"])
-        items = []
-        for offset, text in enumerate(chunk.segments):
-            tokens = self.speech.tokenize(text)
-            if tokens:
-                item_seed = (seed * 1_000_003 + chunk.first_segment + offset) % (1 << 63)
-                items.append(
-                    SynthesisItem(
-                        tokens,
-                        voice.speaker_index,
-                        float(request["speed"]),
-                        item_seed,
-                        speaker_embedding=voice.embedding,
-                    )
-                )
-        return items
+        return await self.runtime.items(
+            chunk.segments,
+            self.runtime.resolve_voice(name),
+            speed=float(request["speed"]),
+            seed=int(request["seed"]),
+            first_index=chunk.first_segment,
+        )
 
     async def _save(self, run: _Run) -> None:
         if not await self._write(run, lambda: run.store.save(run.record)):
@@ -481,7 +454,7 @@ class JobService:
         assert self.redis is not None and self.link is not None
         while True:
             await asyncio.sleep(self.link.heartbeat_s)
-            if not self.link.up or self.speech.state is not State.READY:
+            if not self.link.up or self.runtime.state is not State.READY:
                 continue
             try:
                 for job_id, owner in await self.redis.orphans():

@@ -1,0 +1,489 @@
+"""The model runtime: the loaded model and everything that depends on which model it is.
+
+`ModelRuntime` owns the model's lifecycle (load in the background so /healthz answers
+during long loads, tune batch limits for the device, warm up; state loading -> ready ->
+draining, or failed), the engine, health readings, and voice resolution (built-in voices,
+OpenAI's names, uploaded voices). Every request reaches the model through two doors:
+
+- `segments` + `items` (together `text_to_items`): the ONE place text becomes schedulable
+  items. Speech requests and jobs both go through it; see the section comment below for
+  where normalization, vocabulary checks and other tokenizers plug in.
+- `submit`: queue items on the engine; a full queue becomes `Overloaded` (429) and a
+  stopped engine `Unavailable` (503), so callers never see engine exceptions.
+
+SpeechService, JobService and the ResultCache take one in their constructors. Above this
+module only the model-family interface (engine/model.py `SpeechModel`) is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import logging
+import re
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+
+from voicefleet_server.config import ServerSettings
+from voicefleet_server.engine import faults
+from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
+from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, resolve_precision
+from voicefleet_server.engine.families import load_family
+from voicefleet_server.engine.model import SpeechModel, SynthesisItem, Voice
+from voicefleet_server.engine.scheduler import BatchLimits
+from voicefleet_server.engine.segmenter import split_segments
+from voicefleet_server.engine.tuning import (
+    cap_cuda_allocator,
+    choose_batch_limit,
+    measure_cpu_batching,
+    profile_cuda_memory,
+    token_budget,
+)
+from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving.errors import (
+    InvalidInput,
+    Overloaded,
+    Unavailable,
+    UnknownModel,
+    UnknownVoice,
+    VoiceCloningUnsupported,
+)
+from voicefleet_server.serving.voices import UploadedVoice, VoiceLibrary, is_voice_id
+
+log = logging.getLogger(__name__)
+
+# Names OpenAI clients send; all of them mean "the model this pod serves".
+OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI's voice names; they map onto the model's voices in this order (modulo their count).
+OPENAI_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+# The test-only request header read when --fault-injection is on (engine/faults.py).
+FAULT_HEADER: Final = faults.FAULT_HEADER
+# Control characters other than tab and newline (newlines carry dialogue turns).
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Effectively no padded-token limit: on CPU memory is not the constraint, batch size is.
+_UNBOUNDED_TOKENS = 1 << 40
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+def openai_voice_index(voice: str, count: int) -> int | None:
+    """OpenAI's voice names map onto a model's `count` voices in a fixed order."""
+    if voice not in OPENAI_VOICES:
+        return None
+    return OPENAI_VOICES.index(voice) % max(count, 1)
+
+
+def clean_text(text: str) -> str:
+    """Control characters (other than tab and newline) become spaces."""
+    return _CONTROL_CHARS.sub(" ", text)
+
+
+def segment_seed(seed: int | None, index: int) -> int | None:
+    """The seed of a request's segment `index`: distinct per segment, fixed by the request's
+    seed, so a job chunk rendered again (on any replica) sounds the same."""
+    return None if seed is None else (seed * 1_000_003 + index) % (1 << 63)
+
+
+def parse_fault(value: str) -> str:
+    """A validated fault-injection header value (test-only), or InvalidInput."""
+    try:
+        return faults.parse_fault(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+class ModelRuntime:
+    def __init__(self, settings: ServerSettings, metrics: Metrics, voices: VoiceLibrary) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.state = State.LOADING
+        self.failure: str | None = None
+        # Uploaded voices (families with a speaker encoder only: SpeechT5).
+        self.voice_library = voices
+        self._model: SpeechModel | None = None
+        self._engine: Engine | None = None
+        self._memory: GpuMemoryReader | None = None
+        self._budget_bytes = 0
+        self._load_task: asyncio.Task[None] | None = None
+        # Tokenization runs here: off the event loop (a phonemizer can take milliseconds) and
+        # off the engine's worker (which must only run model calls). One thread, because
+        # tokenizers and espeak-ng are not safe to call from several threads at once.
+        self._text_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="voicefleet-text"
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._load_task = asyncio.get_running_loop().create_task(
+            self._load(), name="voicefleet-load"
+        )
+
+    async def _load(self) -> None:
+        try:
+            await asyncio.to_thread(self._load_blocking)
+            assert self._engine is not None
+            self._engine.start()
+            self.state = State.READY
+            self.metrics.ready.set(1)
+            log.info(
+                "ready: max batch %d, padded-token budget %s",
+                self._engine.limits.max_batch_size,
+                self._engine.limits.max_padded_tokens,
+            )
+        except Exception as exc:
+            self.state = State.FAILED
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load")
+
+    def _load_blocking(self) -> None:
+        settings = self.settings
+        device = resolve_device(settings.device)
+        precision = resolve_precision(device, settings.dtype)
+        self._memory = GpuMemoryReader(device)
+        family = load_family(
+            settings.model,
+            precision,
+            revision=settings.revision,
+            vocoder=settings.vocoder,
+            speaker_encoder=settings.speaker_encoder,
+        )
+        self.voice_library.encoder = family.encoder
+        model = family.model
+        model.warm_up()
+        limits = self._tune(model, device)
+        self.metrics.max_batch_size.set(limits.max_batch_size)
+        self.metrics.gpu_memory_budget.set(self._budget_bytes)
+        engine_model: SpeechModel = model
+        if settings.fault_injection:
+            log.warning("fault injection is ON: a test-only setting, never for production")
+            engine_model = faults.FaultInjectingModel(model)
+        self._model = model
+        self._engine = Engine(
+            model=engine_model,
+            limits=limits,
+            max_queue=settings.max_queue,
+            metrics=self.metrics,
+            batch_timeout_s=settings.batch_timeout_s,
+        )
+
+    def _tune(self, model: SpeechModel, device: str) -> BatchLimits:
+        """Batch limits for this device: a padded-token budget from profiled memory on
+        CUDA, a batch size from measured throughput on CPU (where batching may not pay)."""
+        settings = self.settings
+        max_batch = settings.max_batch_size
+        max_tokens = _UNBOUNDED_TOKENS
+        if device.startswith("cuda"):
+            assert self._memory is not None
+            self._budget_bytes = settings.vram_budget_bytes or self._memory.total_bytes()
+            cap_cuda_allocator(device, self._budget_bytes)
+            profile = profile_cuda_memory(model, device)
+            max_tokens = token_budget(profile, self._budget_bytes)
+            if max_tokens <= 0:
+                raise RuntimeError(
+                    f"the model needs more than the VRAM budget of {self._budget_bytes} bytes"
+                )
+        elif settings.autotune and max_batch > 1:
+            measured = measure_cpu_batching(model, max_batch)
+            max_batch = choose_batch_limit(measured, max_batch)
+            log.info(
+                "CPU batching measured %s audio s/s by batch size; using %d",
+                {k: round(v, 2) for k, v in measured.items()},
+                max_batch,
+            )
+        else:
+            self._budget_bytes = settings.vram_budget_bytes or 0
+        return BatchLimits(max_batch, max_tokens, settings.batch_window_ms / 1000.0)
+
+    @property
+    def draining(self) -> bool:
+        return self.state is State.DRAINING
+
+    def begin_drain(self) -> None:
+        if self.state is State.READY:
+            self.state = State.DRAINING
+        self.metrics.ready.set(0)
+        if self._engine is not None:
+            self._engine.stop_accepting()
+
+    async def drained(self) -> None:
+        """Returns once the engine has nothing queued or running."""
+        if self._engine is not None:
+            await self._engine.wait_idle()
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._load_task
+        if self._engine is not None:
+            await self._engine.close()
+        self._text_thread.shutdown(wait=False, cancel_futures=True)
+
+    # ---- health ----------------------------------------------------------------------
+
+    def refresh_gauges(self) -> None:
+        if self._memory is not None:
+            self.metrics.gpu_memory_used.set(self._memory.used_bytes())
+        if self._engine is not None:
+            self.metrics.queue_depth.set(self._engine.queue_depth)
+            self.metrics.queued_audio_seconds.set(self._engine.queued_audio_seconds)
+
+    def memory_percent(self) -> float | None:
+        if self._memory is None or self._budget_bytes <= 0:
+            return None
+        used = self._memory.used_bytes()
+        return None if used == 0 else 100.0 * used / self._budget_bytes
+
+    def worker_stuck_s(self) -> float:
+        """How long a model call abandoned after its batch deadline has been stuck since."""
+        return 0.0 if self._engine is None else self._engine.stuck_for_s()
+
+    def live(self) -> bool:
+        """False once a stuck model call has outlived a second batch deadline: the process
+        cannot free that thread, so the liveness probe asks Kubernetes for a restart."""
+        timeout = self.settings.batch_timeout_s
+        return self.state is not State.FAILED and not (
+            timeout > 0 and self.worker_stuck_s() > timeout
+        )
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        memory = self.memory_percent()
+        over_watermark = memory is not None and memory > self.settings.vram_watermark_percent
+        ready = self.state is State.READY and not over_watermark and self.live()
+        detail: dict[str, object] = {"state": self.state.value, "model": self.settings.model}
+        if self.failure:
+            detail["error"] = self.failure
+        if memory is not None:
+            detail["gpu_memory_percent"] = round(memory, 1)
+            detail["over_watermark"] = over_watermark
+        if self._engine is not None:
+            detail["queue_depth"] = self._engine.queue_depth
+            detail["max_batch_size"] = self._engine.limits.max_batch_size
+            stuck = self.worker_stuck_s()
+            if stuck > 0:
+                detail["worker_stuck_s"] = round(stuck, 1)
+        return ready, detail
+
+    # ---- the model and its voices ----------------------------------------------------
+
+    def model(self) -> SpeechModel:
+        """The loaded model, or Unavailable (503) while it loads or after it failed."""
+        if self.state is State.FAILED:
+            raise Unavailable(f"the model failed to load: {self.failure}", retry_after_s=30)
+        if self._model is None or self._engine is None:
+            raise Unavailable("the model is still loading", retry_after_s=5)
+        return self._model
+
+    @property
+    def model_name(self) -> str:
+        return self._model.name if self._model is not None else self.settings.model
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.model().sampling_rate
+
+    def serves(self, model_id: str) -> bool:
+        """Whether a request naming `model_id` is for this pod (OpenAI's names are)."""
+        return model_id in {self.model_name, self.settings.model, *OPENAI_MODEL_ALIASES}
+
+    def check_model(self, model_id: str) -> None:
+        model = self.model()
+        if not self.serves(model_id):
+            raise UnknownModel(
+                f"model {model_id!r} is not served here; use {model.name!r}", param="model"
+            )
+
+    @property
+    def clones_voices(self) -> bool:
+        return self.voice_library.encoder is not None
+
+    def resolve_voice(self, name: str, param: str = "voice") -> Voice:
+        """A built-in voice by id, an OpenAI voice name, or an uploaded voice (fetched
+        beforehand with `ensure_voices`); UnknownVoice naming `param` otherwise."""
+        model = self.model()
+        for voice in model.voices:
+            if voice.id == name:
+                return voice
+        index = openai_voice_index(name, len(model.voices))
+        if index is not None:
+            return model.voices[index]
+        if is_voice_id(name):
+            if not self.clones_voices:
+                raise UnknownVoice(
+                    f"{name!r} is an uploaded voice; the loaded model ({model.family}) "
+                    "cannot use uploaded voices",
+                    param=param,
+                )
+            uploaded = self.voice_library.cached(name)
+            if uploaded is None:
+                raise UnknownVoice(f"no uploaded voice {name!r} (deleted?)", param=param)
+            return Voice(uploaded.id, uploaded.name, 0, embedding=uploaded.embedding)
+        known = ", ".join([v.id for v in model.voices] + list(OPENAI_VOICES))
+        raise UnknownVoice(f"unknown voice {name!r}; this model offers: {known}", param=param)
+
+    async def ensure_voices(self, *names: str) -> None:
+        """Fetch the uploaded voices among `names` (from Redis) so `resolve_voice` finds them."""
+        if self.clones_voices:
+            await self.voice_library.ensure(list(names))
+
+    def builtin_voices(self) -> list[dict[str, object]]:
+        model = self.model()
+        count = len(model.voices)
+        return [
+            {
+                "id": voice.id,
+                "name": voice.name,
+                "model": model.name,
+                "aliases": [
+                    n for n in OPENAI_VOICES if openai_voice_index(n, count) == voice.speaker_index
+                ],
+            }
+            for voice in model.voices
+        ]
+
+    async def catalogue(self) -> list[dict[str, object]]:
+        """Built-in voices, then uploaded ones (when this model clones voices)."""
+        listed = [{**v, "type": "builtin"} for v in self.builtin_voices()]
+        if self.clones_voices:
+            listed += [self._card(v) for v in await self.voice_library.list()]
+        return listed
+
+    async def upload_voice(self, name: str, data: bytes) -> dict[str, object]:
+        voice = await self._require_cloning().upload(name, data)
+        return self._card(voice)
+
+    async def delete_voice(self, voice_id: str) -> None:
+        if any(v.id == voice_id for v in self.model().voices):
+            raise InvalidInput(f"{voice_id!r} is a built-in voice; it cannot be deleted")
+        await self._require_cloning().delete(voice_id)
+
+    def _require_cloning(self) -> VoiceLibrary:
+        model = self.model()
+        if not self.clones_voices:
+            raise VoiceCloningUnsupported(
+                f"the loaded model {model.name!r} ({model.family}) cannot clone voices from "
+                "reference audio; serve a SpeechT5 checkpoint to upload voices"
+            )
+        return self.voice_library
+
+    def _card(self, voice: UploadedVoice) -> dict[str, object]:
+        return {
+            "id": voice.id,
+            "name": voice.name,
+            "model": self.model_name,
+            "type": "uploaded",
+            "duration": voice.duration,
+            "created_at": int(voice.created_at),
+        }
+
+    # ---- text -> schedulable items ---------------------------------------------------
+    #
+    # THE seam where text becomes model input, for speech requests and jobs alike:
+    #   segments(text)  clean control characters, then split into sentence segments.
+    #                   Text normalization (numbers, abbreviations...) plugs in here, before
+    #                   the split, so a job's chunk plan and a speech request agree.
+    #   items(...)      tokenize each segment on the text thread (never on the event loop,
+    #                   never on the engine worker), seed it by its position in the request,
+    #                   and build SynthesisItems. Out-of-vocabulary checks and other
+    #                   tokenizers (a phonemizer) plug into `_tokenize`, which runs there.
+    # Segments with nothing pronounceable are dropped (their index still counts for seeds).
+
+    def segments(self, text: str) -> list[str]:
+        """Stage 1 (pure, cheap): `text` cleaned and cut into sentence-sized segments."""
+        return split_segments(clean_text(text))
+
+    async def items(
+        self,
+        segments: Sequence[str],
+        voice: Voice,
+        *,
+        speed: float,
+        seed: int | None,
+        first_index: int = 0,
+        fault: str | None = None,
+    ) -> list[SynthesisItem]:
+        """Stage 2: the schedulable items of `segments`, which start at position
+        `first_index` among their request's segments (their seeds derive from it)."""
+        model = self.model()
+        loop = asyncio.get_running_loop()
+        token_lists = await loop.run_in_executor(
+            self._text_thread, _tokenize, model, list(segments)
+        )
+        return [
+            SynthesisItem(
+                tokens,
+                voice.speaker_index,
+                speed,
+                segment_seed(seed, first_index + offset),
+                speaker_embedding=voice.embedding,
+                fault=fault,
+            )
+            for offset, tokens in enumerate(token_lists)
+            if tokens
+        ]
+
+    async def text_to_items(
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float,
+        seed: int | None,
+        fault: str | None = None,
+    ) -> list[SynthesisItem]:
+        """Both stages for one whole text (a speech request)."""
+        return await self.items(self.segments(text), voice, speed=speed, seed=seed, fault=fault)
+
+    # ---- the engine ------------------------------------------------------------------
+
+    def submit(
+        self, items: Sequence[SynthesisItem], *, slo_scale: float = 1.0
+    ) -> list[asyncio.Future[np.ndarray]]:
+        """Queue `items` (one future each, in order) or refuse: Overloaded (429) when the
+        queue is full, Unavailable (503) while loading, failed or draining."""
+        model = self.model()
+        assert self._engine is not None
+        try:
+            # Batches are formed per family: items of different families never share a call.
+            return self._engine.submit(items, slo_scale=slo_scale, group=model.family)
+        except QueueFull as exc:
+            raise Overloaded(
+                "the server is at capacity; retry after the indicated delay", exc.retry_after_s
+            ) from exc
+        except EngineStopped as exc:
+            raise Unavailable(str(exc), retry_after_s=5) from exc
+
+    def cancel(self, futures: Sequence[asyncio.Future[np.ndarray]]) -> None:
+        """Drop the unfinished ones among `futures` (their caller went away or failed)."""
+        pending = [f for f in futures if not f.done()]
+        if pending and self._engine is not None:
+            self._engine.cancel(pending)
+
+
+def _tokenize(model: SpeechModel, segments: list[str]) -> list[list[int]]:
+    """Runs on the text thread."""
+    return [model.tokenize(segment) for segment in segments]
