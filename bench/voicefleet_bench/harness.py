@@ -66,6 +66,10 @@ class ServerProcess:
 
     `extra_args` go to the serve command (e.g. ["--max-batch-size", "1"]). The log goes to
     `log_path` (bench/out/<name>.log by default) and its tail is raised with a failure to start.
+    A pod is ready before its CPU tuning has finished (tuning runs in idle gaps); with
+    `wait_tuned` (the default) start() also waits for it, so that tuning probes never run in
+    the gaps of a measurement. `startup_s`: process start to /readyz 200; `tuned_s`: to tuning
+    done; `tuning`: what /readyz reported about it.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class ServerProcess:
         ready_timeout: float = 300.0,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        wait_tuned: bool = True,
     ) -> None:
         self.model = str(model)
         self.extra_args = list(extra_args)
@@ -87,6 +92,9 @@ class ServerProcess:
         self.log_path = log_path or OUT_DIR / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self.tuned_s: float | None = None
+        self.tuning: dict[str, Any] | None = None
+        self.wait_tuned = wait_tuned
         self.env = {**_env(), **(env or {})}
 
     @property
@@ -119,7 +127,10 @@ class ServerProcess:
                 except httpx.HTTPError:
                     status = 0
                 if status == 200:
-                    break
+                    if self.startup_s is None:
+                        self.startup_s = time.perf_counter() - started
+                    if not self.wait_tuned or self._tuned(client):
+                        break
                 server_errors = server_errors + 1 if status >= 500 and status != 503 else 0
                 if server_errors >= 10:
                     self.stop()
@@ -132,8 +143,19 @@ class ServerProcess:
                         f"{self.name} not ready in {self.ready_timeout} s:\n{self.log_tail()}"
                     )
                 time.sleep(0.2)
-        self.startup_s = time.perf_counter() - started
+        self.tuned_s = time.perf_counter() - started
         return self
+
+    def _tuned(self, client: httpx.Client) -> bool:
+        """Whether /readyz says start-up tuning is over (or that there is none)."""
+        try:
+            detail = client.get(f"{self.url}/readyz").json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        self.tuning = detail.get("tuning") if isinstance(detail, dict) else None
+        return not isinstance(self.tuning, dict) or self.tuning.get("state") not in (
+            "pending", "running"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -208,6 +208,13 @@ class Metrics:
             "Batch-size limit in force (after device tuning)",
             registry=r,
         )
+        self.precision_info = Gauge(
+            "voicefleet_precision_info",
+            "1 for the precision the model runs in (float32, or the autocast dtype: float16, "
+            "bfloat16): set by --dtype, or measured at start-up for --dtype auto on CPU",
+            ["dtype"],
+            registry=r,
+        )
         self.voice_cache_hits = Counter(
             "voicefleet_voice_embedding_cache_hits",
             "Uploaded-voice embeddings found in the cache (in-process LRU or Redis), by tier",
@@ -245,3 +252,8 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )
+
+    def set_precision(self, dtype: str) -> None:
+        """Export `dtype` as the precision in force (the only series at 1; others removed)."""
+        self.precision_info.clear()
+        self.precision_info.labels(dtype).set(1)

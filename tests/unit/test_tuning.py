@@ -228,9 +228,12 @@ async def test_cold_calls_and_a_noisy_neighbour_do_not_fool_it() -> None:
 
 async def test_bf16_chosen_when_faster_and_alike_and_applied() -> None:
     model = ScriptedModel(lambda size, autocast: 0.25 if autocast is not None else 0.4)
-    report, _ = await tune(model, tune_precision=True, ceiling=1)
+    report, engine = await tune(model, tune_precision=True, ceiling=1)
     assert report.precision["choice"] == "bfloat16"
     assert model.precision.autocast == torch.bfloat16
+    exported = engine.metrics.registry.get_sample_value
+    assert exported("voicefleet_precision_info", {"dtype": "bfloat16"}) == 1
+    assert exported("voicefleet_precision_info", {"dtype": "float32"}) is None
     assert min(report.precision["correlations"]) > 0.99
 
 
@@ -238,9 +241,11 @@ async def test_bf16_refused_when_its_output_differs() -> None:
     model = ScriptedModel(
         lambda size, autocast: 0.2 if autocast is not None else 0.4, bf16_differs=True
     )
-    report, _ = await tune(model, tune_precision=True, ceiling=1)
+    report, engine = await tune(model, tune_precision=True, ceiling=1)
     assert report.precision["choice"] == "float32"
     assert model.precision.autocast is None
+    exported = engine.metrics.registry.get_sample_value
+    assert exported("voicefleet_precision_info", {"dtype": "float32"}) == 1
 
 
 async def test_bf16_refused_when_not_clearly_faster() -> None:

@@ -268,6 +268,7 @@ async def tune_cpu(
             if choice.label == "bfloat16":
                 typed: _HasPrecision = model  # type: ignore[assignment]
                 typed.precision = Precision(typed.precision.device, torch.bfloat16)
+            engine.metrics.set_precision(choice.label)
             if on_precision is not None:
                 on_precision(choice.label)
         if ceiling > 1:
