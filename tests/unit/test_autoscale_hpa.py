@@ -188,7 +188,7 @@ def test_behavior_round_trips_through_a_manifest() -> None:
 
 def test_operator_hpa_ships_the_recommended_behavior() -> None:
     from voicefleet_bench.autoscale.defaults import RECOMMENDED
-    from voicefleet_operator import manifests
+    from voicefleet_operator import autoscalers
 
-    assert behavior_from_manifest(manifests.hpa_behavior()) == RECOMMENDED
-    assert manifests.hpa_behavior() == RECOMMENDED.to_manifest()
+    assert behavior_from_manifest(autoscalers.hpa_behavior()) == RECOMMENDED
+    assert autoscalers.hpa_behavior() == RECOMMENDED.to_manifest()
