@@ -8,9 +8,10 @@ started by hand behaves like one the operator started.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from voicefleet import defaults
 from voicefleet.quantity import QuantityError, parse_bytes
@@ -91,6 +92,34 @@ class ServerSettings(BaseModel):
         2, ge=1, description="jobs this replica renders at once; others wait as queued"
     )
     job_ttl_s: int = Field(86_400, ge=60, description="how long a job's status and audio are kept")
+    job_storage: str | None = Field(
+        None,
+        description="where job audio lives: s3://BUCKET/PREFIX, redis or memory (default: redis "
+        "with --redis-url, else memory); S3 endpoint and keys come from boto3's environment",
+    )
+    job_url_ttl: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86_400,
+        description="lifetime of presigned chunk and result URLs (seconds, or 90m, 1h, 7d)",
+    )
+    job_url_endpoint: str | None = Field(
+        None,
+        description="S3 endpoint that clients reach, when it differs from the pods' one "
+        "(presigned URLs are signed for it)",
+    )
+    job_storage_retry_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="how long a job retries unreachable object storage before it fails "
+        "with storage_unavailable",
+    )
+    job_storage_credentials_dir: str | None = Field(
+        None,
+        description="a mounted Secret with files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(re-read when rotated); default: boto3's own credential chain",
+    )
     job_heartbeat_s: float = Field(
         2.0, gt=0, le=60, description="replica heartbeat period; silent for 4x this means gone"
     )
@@ -197,6 +226,31 @@ class ServerSettings(BaseModel):
     @property
     def voice_max_upload_bytes(self) -> int:
         return int(self.voice_max_upload_mb * 1_000_000)
+
+    @field_validator("job_url_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Seconds, or a number with s, m, h or d (`1h`)."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+            if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+                return round(float(text[:-1]) * units[text[-1]])
+        return value
+
+    @field_validator("job_storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        s3 = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+        if value is not None and value not in ("redis", "memory") and not re.fullmatch(s3, value):
+            raise ValueError("expected s3://BUCKET/PREFIX, redis or memory")
+        return value
+
+    @model_validator(mode="after")
+    def _storage_needs_redis(self) -> ServerSettings:
+        if self.job_storage == "redis" and not self.redis_url:
+            raise ValueError("--job-storage redis needs --redis-url")
+        return self
 
     @field_validator("vram_budget")
     @classmethod

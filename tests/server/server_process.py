@@ -43,11 +43,15 @@ class ServerProcess:
 
 
 def start_server(
-    model_dir: str, log_dir: Path, *args: str, ready_timeout: float = 90
+    model_dir: str,
+    log_dir: Path,
+    *args: str,
+    ready_timeout: float = 90,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "VOICEFLEET_LOG_LEVEL": "warning"}
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "VOICEFLEET_LOG_LEVEL": "warning"} | (env or {})
     command = [
         sys.executable,
         "-m",

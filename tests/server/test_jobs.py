@@ -60,21 +60,38 @@ def test_other_formats_decode(client: httpx.Client) -> None:
     assert chunk.headers["content-type"] == "audio/flac"
 
 
-def test_cancel_stops_the_job_and_keeps_finished_chunks(client: httpx.Client) -> None:
+def test_delete_stops_the_job_and_removes_its_audio(client: httpx.Client) -> None:
     job = submit(client, input=sentences(400))
-    poll(client, job["id"], lambda j: j["chunks_done"] >= 1)
+    running = poll(client, job["id"], lambda j: j["chunks_done"] >= 1)
+    first_chunk = running["chunks"][0]["url"]
+    assert client.get(first_chunk).status_code == 200
     response = client.delete(f"/v1/audio/jobs/{job['id']}")
-    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled" and response.json()["deleted"] is True
     done = finished(client, job["id"])
-    assert done["status"] == "cancelled" and done["chunks_done"] < done["chunks_total"]
-    assert client.get(done["chunks"][0]["url"]).status_code == 200
-    audio = client.get(f"/v1/audio/jobs/{job['id']}/audio")
-    assert audio.status_code == 409 and audio.json()["error"]["code"] == "not_ready"
+    # The record stays (a polling client sees what happened); the audio is gone.
+    assert done["status"] == "cancelled" and done["deleted"] is True
+    assert done["chunks"] == [] and done["audio_url"] is None
+    gone = client.get(first_chunk)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+    assert client.get(f"/v1/audio/jobs/{job['id']}/audio").status_code == 404
     # Interactive speech is unaffected.
     speech = client.post(
         "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Still here."}
     )
     assert speech.status_code == 200
+
+
+def test_delete_of_a_finished_job_keeps_its_status(client: httpx.Client) -> None:
+    job = submit(client, input=sentences(3))
+    done = finished(client, job["id"])
+    assert client.get(done["audio_url"]).status_code == 200
+    deleted = client.delete(f"/v1/audio/jobs/{job['id']}").json()
+    assert deleted["status"] == "succeeded" and deleted["deleted"] is True
+    assert deleted["chunks"] == [] and deleted["audio_url"] is None
+    assert client.get(done["audio_url"]).status_code == 404
+    assert client.get(done["chunks"][0]["url"]).status_code == 404
+    assert client.delete(f"/v1/audio/jobs/{job['id']}").status_code == 200  # idempotent
 
 
 def test_input_over_the_cap_is_413_and_bad_jobs_are_400_or_404(client: httpx.Client) -> None:

@@ -67,13 +67,19 @@ def wait_for(check: Any, timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-def test_job_accepted_on_one_replica_is_served_by_the_other(clients: Any) -> None:
+def test_job_accepted_on_one_replica_is_served_by_the_other(
+    clients: Any,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
     a, b = clients
     job = submit(a, input=sentences(24), seed=11)
     running = poll(b, job["id"], lambda j: j["chunks_done"] >= 1)
     assert running["status"] in ("running", "succeeded")
     from_b = b.get(running["chunks"][0]["url"])
     assert from_b.status_code == 200
+    # --job-storage redis (the default with --redis-url): chunks are FLAC in Redis.
+    stored = redis_server.client().get(f"voicefleet:job:{job['id']}:audio:0")
+    assert stored is not None and stored[:4] == b"fLaC"
     done = finished(b, job["id"])
     assert done["status"] == "succeeded", done
     whole_b = b.get(done["audio_url"]).content

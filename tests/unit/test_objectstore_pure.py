@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from voicefleet_server.config import ServerSettings
 from voicefleet_server.serving.objectstore import (
     S3Location,
     decode_chunk,
@@ -91,3 +92,19 @@ def test_what_is_retried() -> None:
     assert not retryable(_client_error("NoSuchBucket", 404))
     assert not retryable(_client_error("AccessDenied", 403))
     assert not retryable(NoCredentialsError())
+
+
+def test_storage_settings() -> None:
+    assert ServerSettings().job_url_ttl == 3600
+    assert ServerSettings(job_url_ttl="10m").job_url_ttl == 600
+    assert ServerSettings(job_url_ttl="2h").job_url_ttl == 7200
+    assert ServerSettings(job_url_ttl="900").job_url_ttl == 900
+    for bad in ("8d", "10s", "soon"):  # above S3's 7-day limit, below a minute, not a time
+        with pytest.raises(ValueError):
+            ServerSettings(job_url_ttl=bad)
+    assert ServerSettings(job_storage="s3://voicefleet-jobs/a/b").job_storage
+    with pytest.raises(ValueError, match="s3://BUCKET"):
+        ServerSettings(job_storage="voicefleet-jobs")
+    with pytest.raises(ValueError, match="needs --redis-url"):
+        ServerSettings(job_storage="redis")
+    assert ServerSettings(job_storage="redis", redis_url="redis://r:6379/0").job_storage

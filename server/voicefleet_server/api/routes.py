@@ -10,7 +10,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voicefleet_server.api.errors import error_response
@@ -27,11 +33,11 @@ from voicefleet_server.api.schemas import (
     VoiceDeleted,
     VoiceList,
 )
+from voicefleet_server.serving.jobs import JobView
 from voicefleet_server.serving.ratelimit import client_identity
 from voicefleet_server.serving.runtime import FAULT_HEADER
 from voicefleet_server.serving.services import Services
 from voicefleet_server.serving.specs import JobSpec, SpeechSpec
-from voicefleet_server.serving.store import JobRecord
 
 router = APIRouter()
 _STARTED = int(time.time())
@@ -188,14 +194,24 @@ async def playground() -> HTMLResponse:
 # ---- long-form jobs ---------------------------------------------------------------------
 
 
-def _job_status(record: JobRecord) -> JobStatus:
+def _job_status(view: JobView) -> JobStatus:
+    record = view.record
     base = f"/v1/audio/jobs/{record.id}"
     rate = record.sample_rate
-    chunks = [
-        JobChunk(index=i, url=f"{base}/chunks/{i}", seconds=round(n / rate, 3))
-        for i, n in enumerate(record.chunk_samples)
-        if n is not None
-    ]
+    chunks = []
+    for i, n in enumerate(record.chunk_samples):
+        if n is None or record.deleted:
+            continue
+        link = view.chunk_links.get(i)
+        chunks.append(
+            JobChunk(
+                index=i,
+                url=link.url if link else f"{base}/chunks/{i}",
+                seconds=round(n / rate, 3),
+                format="flac" if link else record.response_format,
+                expires_at=int(link.expires_at) if link else None,
+            )
+        )
     total = max(1, record.segments_total)
     return JobStatus(
         id=record.id,
@@ -208,7 +224,7 @@ def _job_status(record: JobRecord) -> JobStatus:
         chunks=chunks,
         estimated_seconds_left=None if record.terminal else record.eta_s,
         audio_seconds=round(sum(c.seconds for c in chunks), 3),
-        audio_url=f"{base}/audio" if record.status == "succeeded" else None,
+        audio_url=f"{base}/audio" if record.status == "succeeded" and not record.deleted else None,
         response_format=record.response_format,
         seed=record.seed,
         created_at=int(record.created_at),
@@ -217,6 +233,7 @@ def _job_status(record: JobRecord) -> JobStatus:
         resumes=record.resumes,
         waiting_for=record.waiting_for,
         error=None if record.error is None else JobError(**record.error),
+        deleted=record.deleted,
     )
 
 
@@ -258,7 +275,7 @@ async def get_job(job_id: JobId, svc: Svc) -> JobStatus:
     "/v1/audio/jobs/{job_id}",
     response_model=JobStatus,
     responses=_JOB_ERRORS,
-    summary="Cancel a job",
+    summary="Cancel a job and delete its audio",
 )
 async def cancel_job(job_id: JobId, svc: Svc) -> JobStatus:
     return _job_status(await svc.jobs.cancel(job_id))
@@ -276,9 +293,16 @@ async def get_job_chunk(job_id: JobId, index: int, svc: Svc) -> Response:
 
 @router.get(
     "/v1/audio/jobs/{job_id}/audio",
-    responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
-    summary="The whole result of a succeeded job, streamed",
+    responses={
+        200: {"content": {"audio/wav": {}, "audio/mpeg": {}}},
+        307: {"description": "with S3 storage: a presigned URL of the whole result"},
+        **_JOB_ERRORS,
+    },
+    summary="The whole result of a succeeded job: a redirect to storage, or streamed",
 )
-async def get_job_audio(job_id: JobId, svc: Svc) -> StreamingResponse:
-    chunks, media_type = await svc.jobs.audio(job_id)
-    return StreamingResponse(chunks, media_type=media_type)
+async def get_job_audio(job_id: JobId, svc: Svc) -> Response:
+    audio = await svc.jobs.audio(job_id)
+    if audio.url is not None:
+        return RedirectResponse(audio.url, status_code=307)
+    assert audio.body is not None
+    return StreamingResponse(audio.body, media_type=audio.media_type)

@@ -158,8 +158,16 @@ class JobRequest(BaseModel):
 
 class JobChunk(BaseModel):
     index: int
-    url: str
+    url: str = Field(
+        ...,
+        description="where to fetch it: a presigned object-storage URL (S3 storage, valid "
+        "until expires_at) or this server's /chunks/{n} route",
+    )
     seconds: float
+    format: str = Field(
+        ..., description="flac for object-storage URLs (what is stored), else the job's format"
+    )
+    expires_at: int | None = Field(None, description="when a presigned URL stops working")
 
 
 class JobError(BaseModel):
@@ -188,3 +196,4 @@ class JobStatus(BaseModel):
     resumes: int = Field(0, description="times another replica took the job over")
     waiting_for: str | None = Field(None, description='"redis" while its store is unreachable')
     error: JobError | None = None
+    deleted: bool = Field(False, description="DELETE removed its audio (chunks and result)")

@@ -4,7 +4,9 @@ A job's segments go through the same engine as interactive speech, with deadline
 times looser (`JOB_SLO_SCALE`) so one-line requests keep priority, and at most
 `job_window_segments` of them queued at a time (a 90-minute script never floods the
 queue: interactive admission sees at most max_running_jobs x window job segments).
-Chunks are stored as 16-bit PCM as they finish and encoded when fetched.
+Chunks are stored as FLAC as they finish (objectstore.py: S3, Redis or this process) and
+encoded into the job's format when fetched; with S3, clients get presigned URLs and the
+whole result is assembled into one object when the job finishes.
 
 With Redis, jobs are shared: any replica serves status and chunks; a replica that stops
 heart-beating has its unfinished jobs resumed by another (missing chunks are rendered
@@ -24,7 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,7 +50,19 @@ from voicefleet_server.serving.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    StorageUnavailable,
     Unavailable,
+)
+from voicefleet_server.serving.objectstore import (
+    ChunkStore,
+    Link,
+    MemoryChunkStore,
+    RedisChunkStore,
+    S3ChunkStore,
+    S3Location,
+    decode_chunk,
+    encode_chunk,
+    parse_job_storage,
 )
 from voicefleet_server.serving.redis_link import RedisDown, RedisLink
 from voicefleet_server.serving.runtime import ModelRuntime, State, clean_text
@@ -62,6 +76,9 @@ T = TypeVar("T")
 JOB_SLO_SCALE = 10.0
 # A job abandoned by this many replicas in a row is failed rather than passed on again.
 MAX_RESUMES = 3
+# A chunk or status read from a route waits this long for object storage (then 503): a
+# client retries sooner than a job gives up.
+READ_BUDGET_S = 5.0
 
 
 class _Cancelled(Exception):
@@ -76,12 +93,31 @@ class _SegmentFailed(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What the API shows of a job: its record, and direct storage URLs of its finished
+    chunks by index (S3; empty when chunks are served by the pods)."""
+
+    record: JobRecord
+    chunk_links: dict[int, Link] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobAudio:
+    """The whole result: a storage URL to redirect to, or bytes to stream."""
+
+    media_type: str
+    url: str | None = None
+    body: AsyncIterator[bytes] | None = None
+
+
 @dataclass(eq=False)
 class _Run:
     """A job this replica is rendering (its record here is the freshest copy)."""
 
     record: JobRecord
     store: JobStore
+    chunks: ChunkStore
     request: dict[str, Any]
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
@@ -102,18 +138,36 @@ class JobService:
         self.runtime = runtime
         self.link = link
         self.replica = replica
-        self.memory = MemoryJobStore(settings.job_ttl_s)
+        self.storage = parse_job_storage(settings.job_storage, link is not None)
+        self.memory_chunks = MemoryChunkStore()
+        self.memory = MemoryJobStore(settings.job_ttl_s, on_evict=self.memory_chunks.drop)
         self.redis = RedisJobStore(link, settings.job_ttl_s) if link is not None else None
+        self.redis_chunks = RedisChunkStore(link, settings.job_ttl_s) if link is not None else None
+        self.s3 = (
+            S3ChunkStore(
+                self.storage,
+                url_ttl_s=settings.job_url_ttl,
+                retry_s=settings.job_storage_retry_s,
+                url_endpoint=settings.job_url_endpoint,
+                credentials_dir=settings.job_storage_credentials_dir,
+            )
+            if isinstance(self.storage, S3Location)
+            else None
+        )
         self._runs: dict[str, _Run] = {}
         self._slots = asyncio.Semaphore(settings.max_running_jobs)
         self._reaper: asyncio.Task[None] | None = None
+        self._check: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.redis is not None:
-            self._reaper = asyncio.get_running_loop().create_task(
-                self._reap(), name="voicefleet-job-reaper"
+            self._reaper = loop.create_task(self._reap(), name="voicefleet-job-reaper")
+        if self.s3 is not None:
+            self._check = loop.create_task(
+                self.s3.check(self.settings.job_ttl_s), name="voicefleet-storage-check"
             )
 
     async def close(self) -> None:
@@ -130,10 +184,12 @@ class JobService:
             if run.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await run.task
+        if self.s3 is not None:
+            await self.s3.close()
 
     # ---- API -------------------------------------------------------------------------
 
-    async def create(self, spec: JobSpec) -> JobRecord:
+    async def create(self, spec: JobSpec) -> JobView:
         if self.runtime.draining:
             raise Unavailable("the server is draining", retry_after_s=5)
         if len(spec.input) > self.settings.job_max_input_chars:
@@ -171,65 +227,102 @@ class JobService:
             owner=self.replica,
         )
         store: JobStore = self.memory
-        if self.redis is not None and self.link is not None and self.link.up:
+        if (
+            self.storage != "memory"
+            and self.redis is not None
+            and self.link is not None
+            and self.link.up
+        ):
             try:
                 record.shared = True
+                record.storage = "s3" if self.s3 is not None else "redis"
                 await self.redis.create(record, request)
                 store = self.redis
             except RedisDown:
                 record.shared = False
         if store is self.memory:
+            # Redis is away (or not used): the record stays here; S3 still takes the audio.
+            record.storage = "s3" if self.s3 is not None else "memory"
             await self.memory.create(record, request)
         self._launch(record, store, request)
-        return record
+        return JobView(record)
 
-    async def status(self, job_id: str) -> JobRecord:
+    async def status(self, job_id: str) -> JobView:
         record, _ = await self._find(job_id)
-        return record
+        return JobView(record, await self._links(record))
 
     async def chunk(self, job_id: str, index: int) -> tuple[bytes, str]:
         record, store = await self._find(job_id)
         if not 0 <= index < len(record.chunk_samples):
             raise NotFound(f"job {job_id} has chunks 0 to {len(record.chunk_samples) - 1}")
+        if record.deleted:
+            raise NotFound(f"the audio of job {job_id} was deleted")
         if record.chunk_samples[index] is None:
             raise NotReady(f"chunk {index} of job {job_id} is not rendered yet")
-        pcm = await self._read(store, lambda s: s.chunk(job_id, index))
-        if pcm is None:
+        chunks = self._chunks_for(record)
+        if isinstance(chunks, S3ChunkStore):
+            data = await chunks.get(job_id, index, budget_s=READ_BUDGET_S)
+        else:
+            data = await self._read(store, lambda _: chunks.get(job_id, index))
+        if data is None:
             raise NotReady(f"chunk {index} of job {job_id} is being rendered again")
         fmt = FORMATS[record.response_format]
+        pcm = await asyncio.to_thread(decode_chunk, data)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
         body = await asyncio.to_thread(encode, samples, record.sample_rate, fmt)
         return body, fmt.media_type
 
-    async def audio(self, job_id: str) -> tuple[AsyncIterator[bytes], str]:
-        """The whole result, read chunk by chunk from the store (never whole in memory)."""
-        record, store = await self._find(job_id)
+    async def audio(self, job_id: str) -> JobAudio:
+        """The whole result: with S3 a presigned URL of the object assembled at the end;
+        otherwise read chunk by chunk from the store (never whole in memory)."""
+        record, _ = await self._find(job_id)
+        if record.deleted:
+            raise NotFound(f"the audio of job {job_id} was deleted")
         if record.status != "succeeded":
             raise NotReady(
                 f"job {job_id} is {record.status}; the whole audio exists once it has succeeded"
                 " (finished chunks are served while it runs)"
             )
         fmt = FORMATS[record.response_format]
-        return _whole_audio(record, store, fmt), fmt.media_type
+        chunks = self._chunks_for(record)
+        if isinstance(chunks, S3ChunkStore):
+            link = await chunks.result_link(job_id, fmt.name)
+            return JobAudio(fmt.media_type, url=link.url)
+        return JobAudio(fmt.media_type, body=_whole_audio(record, chunks, fmt))
 
-    async def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str) -> JobView:
+        """DELETE: stop the job if it is still rendering and remove its audio from storage.
+        The record stays (status `cancelled` unless it had finished, `deleted: true`)
+        until --job-ttl-s, so a client polling it sees what happened."""
         run = self._runs.get(job_id)
-        if run is not None:
-            if not run.record.terminal:
-                run.cancelled = True
-                if run.task is not None:
-                    run.task.cancel()
-            return _as_cancelled(run.record)
+        if run is not None and not run.record.terminal:
+            run.cancelled = True  # its task removes the objects again once it has stopped
+            if run.task is not None:
+                run.task.cancel()
+            view = _as_cancelled(run.record)
+            await self._delete_audio(run.store, run.chunks, view)
+            return JobView(view)
         record, store = await self._find(job_id)
+        chunks = self._chunks_for(record)
         if record.terminal:
-            return record
-        await self._read(store, lambda s: s.request_cancel(job_id))
-        return _as_cancelled(record)
+            record.deleted = True
+            # Nobody writes a finished record any more, so any replica may (the owner
+            # fence still holds: `owner` is unchanged).
+            await self._read(store, lambda s: s.save(record))
+        else:  # rendered by another replica: it stops at its next chunk
+            await self._read(store, lambda s: s.request_cancel(job_id))
+            record = _as_cancelled(record)
+        await self._delete_audio(store, chunks, record)
+        return JobView(record)
 
     def detail(self) -> dict[str, object]:
+        storage: dict[str, object] = (
+            self.s3.detail() if self.s3 is not None else {"kind": str(self.storage)}
+        )
         return {
             "running": sum(1 for r in self._runs.values() if r.record.status == "running"),
             "queued": sum(1 for r in self._runs.values() if r.record.status == "queued"),
+            "storage": storage,
         }
 
     # ---- lookups ---------------------------------------------------------------------
@@ -266,6 +359,32 @@ class JobService:
                 "jobs are kept in Redis, which is unreachable right now", retry_after_s=2
             ) from exc
 
+    def _chunks_for(self, record: JobRecord) -> ChunkStore:
+        """The store holding this job's audio (named in its record)."""
+        kind = record.storage or ("redis" if record.shared else "memory")
+        if kind == "s3":
+            if self.s3 is None:
+                raise Unavailable(
+                    "this job's audio is in object storage, which this replica is not "
+                    "configured for (--job-storage)",
+                    retry_after_s=5,
+                )
+            return self.s3
+        if kind == "redis" and self.redis_chunks is not None:
+            return self.redis_chunks
+        return self.memory_chunks
+
+    async def _links(self, record: JobRecord) -> dict[int, Link]:
+        """Presigned URLs of the finished chunks when they are in S3."""
+        if record.deleted or record.storage != "s3" or self.s3 is None:
+            return {}
+        done = [i for i, n in enumerate(record.chunk_samples) if n is not None]
+        return await self.s3.chunk_links(record.id, done) if done else {}
+
+    async def _delete_audio(self, store: JobStore, chunks: ChunkStore, record: JobRecord) -> None:
+        count = len(record.chunk_samples)
+        await self._read(store, lambda _: chunks.delete(record.id, count))
+
     # ---- rendering -------------------------------------------------------------------
 
     def _plan(self, request: dict[str, Any]) -> list[ChunkPlan]:
@@ -275,7 +394,8 @@ class JobService:
         return plan_chunks(turns, int(request["chunk_segments"]), segment=self.runtime.segments)
 
     def _launch(self, record: JobRecord, store: JobStore, request: dict[str, Any]) -> None:
-        run = _Run(record, store, request, epoch=self.link.epoch if self.link else 0)
+        chunks = self._chunks_for(record)
+        run = _Run(record, store, chunks, request, epoch=self.link.epoch if self.link else 0)
         self._runs[record.id] = run
         run.task = asyncio.get_running_loop().create_task(self._run(run), name=f"job-{record.id}")
         run.task.add_done_callback(lambda _: self._runs.pop(record.id, None))
@@ -293,9 +413,14 @@ class JobService:
                 await self._save(run)
                 plan = self._plan(run.request)
                 for attempt in range(3):
-                    missing = await self._write(
-                        run, lambda: run.store.missing_chunks(record.id, len(plan))
-                    )
+                    stored = await self._write(run, lambda: run.chunks.stored(record.id, len(plan)))
+                    # A chunk counts once it is both stored and in the record; one stored
+                    # by a replica that died before it could record it is rendered again.
+                    missing = [
+                        i
+                        for i in range(len(plan))
+                        if i not in stored or record.chunk_samples[i] is None
+                    ]
                     if not missing:
                         break
                     if attempt:
@@ -305,11 +430,13 @@ class JobService:
                             record.id,
                             len(missing),
                         )
-                    for index in missing:  # lost from the store (a Redis restart): render again
+                    for index in missing:
                         record.chunk_samples[index] = None
                     await self._render(run, plan, missing)
                 else:
                     raise _SegmentFailed("chunks kept disappearing from the job store")
+                if isinstance(run.chunks, S3ChunkStore):
+                    await self._assemble(run, run.chunks)
                 record.status = "succeeded"
                 record.eta_s = 0.0
         except asyncio.CancelledError:
@@ -319,9 +446,13 @@ class JobService:
                 raise
             if task is not None:
                 task.uncancel()
-            record.status = "cancelled"
+            await self._cancelled(run)
         except _Cancelled:
-            record.status = "cancelled"
+            await self._cancelled(run)
+        except StorageUnavailable as exc:
+            log.warning("job %s failed: %s", record.id, exc.message)
+            record.status = "failed"
+            record.error = {"code": "storage_unavailable", "message": exc.message}
         except _LostOwnership:
             log.warning("job %s is owned by another replica now; stopping here", record.id)
             return
@@ -340,6 +471,36 @@ class JobService:
         log.info("job %s %s", record.id, record.status)
         with contextlib.suppress(_LostOwnership):
             await self._save(run)
+
+    async def _cancelled(self, run: _Run) -> None:
+        """DELETE stopped the job: remove what it stored (chunks written after the DELETE
+        handler removed the others, a part-assembled result)."""
+        run.record.status = "cancelled"
+        run.record.deleted = True
+        try:
+            await run.chunks.delete(run.record.id, len(run.record.chunk_samples))
+        except (StorageUnavailable, RedisDown) as exc:
+            log.warning(
+                "job %s: could not delete its audio (%s); the bucket's lifecycle rule or the "
+                "TTL removes it",
+                run.record.id,
+                exc,
+            )
+
+    async def _assemble(self, run: _Run, chunks: S3ChunkStore) -> None:
+        """The whole result as one object (multipart upload), so `.../audio` can redirect."""
+        record = run.record
+        fmt = FORMATS[record.response_format]
+        started = time.monotonic()
+        size = await chunks.put_result(
+            record.id, fmt.name, fmt.media_type, _whole_audio(record, chunks, fmt)
+        )
+        log.info(
+            "job %s: whole result assembled in object storage (%d bytes, %.1f s)",
+            record.id,
+            size,
+            time.monotonic() - started,
+        )
 
     async def _stop(self, run: _Run) -> None:
         """This replica stops (drain or shutdown) with the job unfinished."""
@@ -393,9 +554,9 @@ class JobService:
                 pcm = to_pcm16(
                     join_with_pauses(waves, int(record.segment_pause_s * record.sample_rate))
                 )
-                await self._write(
-                    run, functools.partial(run.store.put_chunk, record.id, index, pcm)
-                )
+                data = await asyncio.to_thread(encode_chunk, pcm, record.sample_rate)
+                # S3 retries within its own budget, then fails the job; Redis is waited for.
+                await self._write(run, functools.partial(run.chunks.put, record.id, index, data))
                 record.chunk_samples[index] = len(pcm) // 2
                 rendered += len(plan[index].segments)
                 record.segments_done = sum(
@@ -474,6 +635,10 @@ class JobService:
         if record is None or request is None or record.terminal:
             await self.redis.forget(job_id)
             return
+        if record.storage == "s3" and self.s3 is None:
+            log.warning("job %s has its audio in S3; this replica has no --job-storage", job_id)
+            await self.redis.release(job_id)
+            return
         record.owner = self.replica
         record.resumes += 1
         if record.resumes > MAX_RESUMES:
@@ -498,10 +663,13 @@ class JobService:
 
 
 def _as_cancelled(record: JobRecord) -> JobRecord:
-    if record.terminal:
+    """How a job that DELETE has stopped looks (its owner may not have saved that yet)."""
+    if record.terminal and record.deleted:
         return record
     view = JobRecord.from_json(record.to_json())
-    view.status = "cancelled"
+    if not view.terminal:
+        view.status = "cancelled"
+    view.deleted = True
     return view
 
 
@@ -514,15 +682,16 @@ def _gap(record: JobRecord, index: int) -> int:
 
 
 async def _whole_audio(
-    record: JobRecord, store: JobStore, fmt: AudioFormat
+    record: JobRecord, store: ChunkStore, fmt: AudioFormat
 ) -> AsyncIterator[bytes]:
     rate = record.sample_rate
 
     async def pieces() -> AsyncIterator[bytes]:
         for index in range(len(record.chunk_samples)):
-            pcm = await store.chunk(record.id, index)
-            if pcm is None:
+            data = await store.get(record.id, index)
+            if data is None:
                 raise RuntimeError(f"chunk {index} of job {record.id} is missing from the store")
+            pcm = await asyncio.to_thread(decode_chunk, data)
             yield b"\0\0" * _gap(record, index) + pcm
 
     if fmt.name in ("wav", "pcm"):

@@ -1,10 +1,10 @@
 """Where jobs live: a `JobStore` protocol with an in-process and a Redis implementation.
 
-A job is a small JSON record (status, progress, owner), its request (kept so another
-replica can resume it), and its finished chunks as raw 16-bit PCM. In Redis every key
-has the job's TTL; an `active` set lists unfinished jobs so replicas can find jobs whose
-owner stopped heart-beating. Record writes are fenced by owner (a replica that lost a job
-to another cannot overwrite it).
+A job is a small JSON record (status, progress, owner) and its request (kept so another
+replica can resume it); its audio lives in a `ChunkStore` (objectstore.py) named by the
+record's `storage`. In Redis every key has the job's TTL; an `active` set lists unfinished
+jobs so replicas can find jobs whose owner stopped heart-beating. Record writes are fenced
+by owner (a replica that lost a job to another cannot overwrite it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +47,8 @@ class JobRecord:
     resumes: int = 0
     waiting_for: str | None = None  # "redis" while a shared job's writes wait for Redis
     eta_s: float | None = None
+    storage: str = ""  # where the chunks are: "memory", "redis" or "s3" ("": before S3)
+    deleted: bool = False  # DELETE removed the job's audio; the record stays until its TTL
 
     @property
     def terminal(self) -> bool:
@@ -76,12 +79,6 @@ class JobStore(Protocol):
 
     async def request(self, job_id: str) -> dict[str, Any] | None: ...
 
-    async def put_chunk(self, job_id: str, index: int, pcm: bytes) -> None: ...
-
-    async def chunk(self, job_id: str, index: int) -> bytes | None: ...
-
-    async def missing_chunks(self, job_id: str, count: int) -> list[int]: ...
-
     async def request_cancel(self, job_id: str) -> None: ...
 
     async def cancel_requested(self, job_id: str) -> bool: ...
@@ -90,16 +87,22 @@ class JobStore(Protocol):
 class MemoryJobStore:
     """Jobs of this process only (no Redis, or Redis was down when they were accepted).
 
-    Finished jobs are evicted after the TTL, or oldest first beyond `max_jobs`."""
+    Finished jobs are evicted after the TTL, or oldest first beyond `max_jobs`;
+    `on_evict(job_id)` lets their audio go with them."""
 
     shared = False
 
-    def __init__(self, ttl_s: float, max_jobs: int = 200) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        max_jobs: int = 200,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_jobs = max_jobs
+        self.on_evict = on_evict
         self._records: OrderedDict[str, JobRecord] = OrderedDict()
         self._requests: dict[str, dict[str, Any]] = {}
-        self._chunks: dict[str, dict[int, bytes]] = {}
         self._cancelled: set[str] = set()
 
     def _evict(self) -> None:
@@ -111,14 +114,14 @@ class MemoryJobStore:
         for job_id in expired:
             self._records.pop(job_id, None)
             self._requests.pop(job_id, None)
-            self._chunks.pop(job_id, None)
             self._cancelled.discard(job_id)
+            if self.on_evict is not None:
+                self.on_evict(job_id)
 
     async def create(self, record: JobRecord, request: dict[str, Any]) -> None:
         self._evict()
         self._records[record.id] = record
         self._requests[record.id] = request
-        self._chunks[record.id] = {}
 
     async def save(self, record: JobRecord) -> bool:
         record.updated_at = time.time()
@@ -131,17 +134,6 @@ class MemoryJobStore:
 
     async def request(self, job_id: str) -> dict[str, Any] | None:
         return self._requests.get(job_id)
-
-    async def put_chunk(self, job_id: str, index: int, pcm: bytes) -> None:
-        if job_id in self._chunks:
-            self._chunks[job_id][index] = pcm
-
-    async def chunk(self, job_id: str, index: int) -> bytes | None:
-        return self._chunks.get(job_id, {}).get(index)
-
-    async def missing_chunks(self, job_id: str, count: int) -> list[int]:
-        have = self._chunks.get(job_id, {})
-        return [i for i in range(count) if i not in have]
 
     async def request_cancel(self, job_id: str) -> None:
         self._cancelled.add(job_id)
@@ -236,29 +228,6 @@ class RedisJobStore:
 
         data = await self.link.call(op)
         return None if data is None else dict(json.loads(data))
-
-    async def put_chunk(self, job_id: str, index: int, pcm: bytes) -> None:
-        async def op(client: aioredis.Redis) -> None:
-            await client.set(self._key(job_id, "chunk", str(index)), pcm, ex=self.ttl_s)
-
-        await self.link.call(op)
-
-    async def chunk(self, job_id: str, index: int) -> bytes | None:
-        async def op(client: aioredis.Redis) -> Any:
-            return await client.get(self._key(job_id, "chunk", str(index)))
-
-        data = await self.link.call(op)
-        return None if data is None else bytes(data)
-
-    async def missing_chunks(self, job_id: str, count: int) -> list[int]:
-        async def op(client: aioredis.Redis) -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                for index in range(count):
-                    pipe.exists(self._key(job_id, "chunk", str(index)))
-                return list(await pipe.execute())
-
-        found = await self.link.call(op)
-        return [i for i, present in enumerate(found) if not present]
 
     async def request_cancel(self, job_id: str) -> None:
         async def op(client: aioredis.Redis) -> None:
