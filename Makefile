@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.cache/tools/bin:$(PATH)
-export HF_HUB_OFFLINE ?= 1
 TINY_MODEL := models/tiny-vits
 PORT ?= 8000
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The suite never needs the model hub (every model it loads is written locally), and a
+# machine without a network would otherwise stall on hub lookups. Set before any test
+# module imports huggingface_hub, which reads it once; an explicit value wins.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
