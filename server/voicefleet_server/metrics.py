@@ -246,6 +246,11 @@ class Metrics:
         )
         for kind in ANOMALY_KINDS:  # exported at 0 from the start, so rate() sees the first
             self.output_anomalies.labels(kind)
+        self.quality_checks_skipped = Counter(
+            "voicefleet_quality_checks_skipped",
+            "Segments returned unchecked because the quality checker's backlog was full",
+            registry=r,
+        )
         self.quality_check_duration = Histogram(
             "voicefleet_quality_check_seconds",
             "CPU time of the audio-quality check of one segment",

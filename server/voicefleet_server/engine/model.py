@@ -62,6 +62,8 @@ class SynthesisItem:
     reran_fp32: bool = field(default=False)
     # Set by the guard when the final render still held NaN/inf samples (zeroed).
     nonfinite: bool = field(default=False)
+    # Input characters of the segment (audio seconds per character is a quality check).
+    characters: int = field(default=0)
     # Test-only marker read by `engine.faults` (None unless --fault-injection is on).
     fault: str | None = field(default=None)
 
