@@ -38,7 +38,9 @@ DASHBOARD = ROOT / "charts" / "voicefleet" / "files" / "grafana" / "voicefleet.j
 
 def start_server(model: str | None, port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "voicefleet", "serve", "--host", "127.0.0.1"]
+    # Batching on (no CPU autotune, which picks batch 1 here) so its panel shows something.
     command += ["--port", str(port), "--max-queue", "48", "--batch-window-ms", "20"]
+    command += ["--no-autotune", "--max-batch-size", "4"]
     if model:
         command += ["--model", model]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "VOICEFLEET_LOG_LEVEL": "warning"}
@@ -89,8 +91,9 @@ def main() -> int:
     prometheus = None
     try:
         wait_for(
-            lambda: server.poll() is None
-            and httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            lambda: (
+                server.poll() is None and httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            ),
             600,
             "server ready",
             every=1,

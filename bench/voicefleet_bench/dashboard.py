@@ -74,8 +74,9 @@ def render(
         if count:
             ax.legend(fontsize=7, loc="upper right")
         else:
-            ax.text(0.5, 0.5, "no data (absent on CPU)", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")  # fmt: skip
+            why = "no data: absent on CPU" if panel["title"].startswith("GPU") else "no data"
+            ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes,
+                    color="grey")  # fmt: skip
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     fig.suptitle("voicefleet dashboard (rendered from a test Prometheus)", fontsize=13)

@@ -22,7 +22,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
-# WADA-SNR's table spans -20..100 dB; speech from a good voice lands around 30-60 dB.
+# WADA-SNR spans -20..100 dB; clean TTS speech lands from ~28 dB up to the 100 dB cap
+# (near-digital silence between words), noise near -20 dB.
 _SNR_BUCKETS = (-10, 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 80, 100)
 # What `voicefleet_output_anomalies_total{kind}` counts (serving/quality.py decides).
 ANOMALY_KINDS = ("nan", "silence", "clipping", "low_snr", "too_short", "too_long")
