@@ -28,6 +28,7 @@ from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving import requestid
 from voicefleet_server.serving.services import Services
 from voicefleet_server.serving.speech import SpeechService
 
@@ -64,15 +65,22 @@ class RequestMetricsMiddleware:
             await response(scope, receive, send)
             return
         status = {"code": 500}
+        # One id per request, for the logs that name it; echoed as X-Request-Id.
+        sent_id = dict(scope.get("headers", [])).get(requestid.HEADER.encode())
+        request_id = requestid.from_header(sent_id.decode("latin-1") if sent_id else None)
+        token = requestid.current.set(request_id)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            requestid.current.reset(token)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(path, str(status["code"])).inc()

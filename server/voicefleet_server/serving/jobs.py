@@ -34,6 +34,7 @@ import numpy as np
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving import requestid
 from voicefleet_server.serving.audio import (
     FORMATS,
     AudioFormat,
@@ -402,6 +403,9 @@ class JobService:
 
     async def _run(self, run: _Run) -> None:
         record = run.record
+        # Logs about this job's audio (quality anomalies) name the job, not the request
+        # that created it (this task's context was copied from that request).
+        requestid.current.set(f"job-{record.id}")
         try:
             async with self._slots:
                 if run.cancelled or await self._write(

@@ -44,6 +44,7 @@ from voicefleet_server.engine.tuning import (
     token_budget,
 )
 from voicefleet_server.metrics import Metrics
+from voicefleet_server.serving import requestid
 from voicefleet_server.serving.errors import (
     InvalidInput,
     Overloaded,
@@ -52,6 +53,7 @@ from voicefleet_server.serving.errors import (
     UnknownVoice,
     VoiceCloningUnsupported,
 )
+from voicefleet_server.serving.quality import QualityMonitor
 from voicefleet_server.serving.voices import UploadedVoice, VoiceLibrary, is_voice_id
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,8 @@ class ModelRuntime:
         self._text_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="voicefleet-text"
         )
+        # Every returned segment's audio is checked (off the loop, never in the way).
+        self._quality = QualityMonitor(settings.quality_limits, metrics)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -164,6 +168,8 @@ class ModelRuntime:
         device = resolve_device(settings.device)
         precision = resolve_precision(device, settings.dtype)
         self._memory = GpuMemoryReader(device)
+        # GPU series on /metrics (absent on CPU), read from NVML at scrape time.
+        self.metrics.gpu.read = self._memory.report
         family = load_family(
             settings.model,
             precision,
@@ -242,6 +248,7 @@ class ModelRuntime:
         if self._engine is not None:
             await self._engine.close()
         self._text_thread.shutdown(wait=False, cancel_futures=True)
+        self._quality.close()
 
     # ---- health ----------------------------------------------------------------------
 
@@ -441,6 +448,7 @@ class ModelRuntime:
                 segment_seed(seed, first_index + offset),
                 speaker_embedding=voice.embedding,
                 fault=fault,
+                characters=len(segments[offset]),
             )
             for offset, tokens in enumerate(token_lists)
             if tokens
@@ -469,13 +477,15 @@ class ModelRuntime:
         assert self._engine is not None
         try:
             # Batches are formed per family: items of different families never share a call.
-            return self._engine.submit(items, slo_scale=slo_scale, group=model.family)
+            futures = self._engine.submit(items, slo_scale=slo_scale, group=model.family)
         except QueueFull as exc:
             raise Overloaded(
                 "the server is at capacity; retry after the indicated delay", exc.retry_after_s
             ) from exc
         except EngineStopped as exc:
             raise Unavailable(str(exc), retry_after_s=5) from exc
+        self._quality.watch(futures, items, model.sampling_rate, requestid.current.get())
+        return futures
 
     def cancel(self, futures: Sequence[asyncio.Future[np.ndarray]]) -> None:
         """Drop the unfinished ones among `futures` (their caller went away or failed)."""
