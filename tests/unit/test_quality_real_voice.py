@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.engine.piper import PiperSynthesizer
