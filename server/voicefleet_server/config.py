@@ -69,7 +69,9 @@ class ServerSettings(BaseModel):
         description="on SIGTERM, how long to finish accepted work before exiting",
     )
     autotune: bool = Field(
-        True, description="on CPU, measure batch sizes at start-up and keep the fastest"
+        True,
+        description="on CPU, measure batch sizes (and, with --dtype auto, bf16 vs float32) "
+        "after start-up, in idle moments, and switch to what measured clearly faster",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     # ---- Redis, long-form jobs, result cache, rate limits (docs/jobs.md) ----

@@ -148,8 +148,13 @@ def fetch(
     if modelcache.holds(root, model, revision):
         found = modelcache.read_marker(root) or {}
         kind = found.get("kind") or modelcache.spelled_kind(model)
-        return Fetched(kind, str(found.get("load") or model), int(found.get("files") or 0),
-                       int(found.get("bytes") or 0), already_there=True)
+        return Fetched(
+            kind,
+            str(found.get("load") or model),
+            int(found.get("files") or 0),
+            int(found.get("bytes") or 0),
+            already_there=True,
+        )
     kind = source_kind(model)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -167,15 +172,18 @@ def fetch(
             else:
                 _copy_dir(source, Path(load))
         files, size = _tree_size(counted)
-        _write_marker(root, {
-            "model": model,
-            "revision": revision,
-            "kind": kind,
-            "load": load,
-            "files": files,
-            "bytes": size,
-            "fetchedAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        })
+        _write_marker(
+            root,
+            {
+                "model": model,
+                "revision": revision,
+                "kind": kind,
+                "load": load,
+                "files": files,
+                "bytes": size,
+                "fetchedAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
     except OSError as exc:
         raise FetchError(f"could not write {model} into {root}: {exc}") from exc
     return Fetched(kind, load, files, size)
@@ -218,25 +226,45 @@ def fetch_model_main(argv: Sequence[str]) -> int:
         f"file ({modelcache.MARKER}) is written last; a directory that already holds the "
         "model is left alone, so a copy seeded elsewhere works without a network.",
     )
-    parser.add_argument("--model", required=True,
-                        help="Hugging Face id, checkpoint directory or Piper .onnx file")
-    parser.add_argument("--revision", default=None,
-                        help="branch, tag or commit on the Hub (default: its default branch)")
-    parser.add_argument("--dir", required=True, dest="directory",
-                        help="cache directory to fill (created if missing)")
-    parser.add_argument("--wait", action="store_true",
-                        help="fetch nothing: wait until DIR holds the model (a pod gate)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="with --wait: give up after this many seconds (0: never)")
-    parser.add_argument("--poll", type=float, default=5.0,
-                        help="with --wait: seconds between looks at DIR")
+    parser.add_argument(
+        "--model", required=True, help="Hugging Face id, checkpoint directory or Piper .onnx file"
+    )
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="branch, tag or commit on the Hub (default: its default branch)",
+    )
+    parser.add_argument(
+        "--dir",
+        required=True,
+        dest="directory",
+        help="cache directory to fill (created if missing)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="fetch nothing: wait until DIR holds the model (a pod gate)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="with --wait: give up after this many seconds (0: never)",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=5.0, help="with --wait: seconds between looks at DIR"
+    )
     args = parser.parse_args(argv)
     label = _label(args.model, args.revision)
     if args.wait:
-        if not wait(args.model, args.directory, args.revision, timeout=args.timeout,
-                    poll=args.poll):
-            print(f"voicefleet fetch-model: {label} did not arrive in {args.directory} "
-                  f"within {args.timeout:g} s", file=sys.stderr)
+        if not wait(
+            args.model, args.directory, args.revision, timeout=args.timeout, poll=args.poll
+        ):
+            print(
+                f"voicefleet fetch-model: {label} did not arrive in {args.directory} "
+                f"within {args.timeout:g} s",
+                file=sys.stderr,
+            )
             return 1
         print(f"{label} is cached in {args.directory}")
         return 0
@@ -245,12 +273,17 @@ def fetch_model_main(argv: Sequence[str]) -> int:
     except FetchError as exc:
         print(f"voicefleet fetch-model: {exc}", file=sys.stderr)
         return 1
-    state = "already there" if done.already_there else (
-        f"{done.files} files, {done.bytes / 2**20:.1f} MiB")
+    state = (
+        "already there"
+        if done.already_there
+        else (f"{done.files} files, {done.bytes / 2**20:.1f} MiB")
+    )
     print(f"{label} is cached in {args.directory} ({state})")
     if done.kind == "hub":
-        print(f"serve with: HF_HUB_CACHE={args.directory} HF_HUB_OFFLINE=1 voicefleet serve "
-              f"--model {args.model}" + (f" --revision {args.revision}" if args.revision else ""))
+        print(
+            f"serve with: HF_HUB_CACHE={args.directory} HF_HUB_OFFLINE=1 voicefleet serve "
+            f"--model {args.model}" + (f" --revision {args.revision}" if args.revision else "")
+        )
     else:
         print(f"serve with: voicefleet serve --model {done.load}")
     return 0

@@ -66,8 +66,12 @@ def test_missing_metrics_count_as_zero_on_scale_up() -> None:
 
 def test_not_yet_ready_pods_count_as_zero_on_a_cpu_scale_up() -> None:
     # Two Ready pods at 80 % and two still starting, target 50 %.
-    pods = [PodSample(80.0), PodSample(80.0), PodSample(None, ready=False),
-            PodSample(None, ready=False)]
+    pods = [
+        PodSample(80.0),
+        PodSample(80.0),
+        PodSample(None, ready=False),
+        PodSample(None, ready=False),
+    ]
     # Ready-only ratio 80/50 = 1.6 -> scale up; with unready at 0: 40/50 = 0.8 < 1 ->
     # the direction reverses, so no change.
     assert replicas_for_pod_metric(pods, 50.0, 4, cpu=True) == 4

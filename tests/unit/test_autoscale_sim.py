@@ -17,10 +17,10 @@ STARTUP = StartupModel(load_and_warmup_s=20.0, image_pull_s=30.0)
 
 
 def _run(trace: traces.Trace, seed: int = 3, **changes: object):  # type: ignore[no-untyped-def]
-    requests = traces.generate(trace, CAPACITY.audio_s_per_sentence,
-                               CAPACITY.peak_throughput, seed)
-    config = SimConfig(signal=SIGNALS["queued_audio"], capacity=CAPACITY, startup=STARTUP,
-                       seed=seed, **changes)  # type: ignore[arg-type]
+    requests = traces.generate(trace, CAPACITY.audio_s_per_sentence, CAPACITY.peak_throughput, seed)
+    config = SimConfig(
+        signal=SIGNALS["queued_audio"], capacity=CAPACITY, startup=STARTUP, seed=seed, **changes
+    )  # type: ignore[arg-type]
     return simulate(requests, trace.duration_s, config)
 
 
@@ -45,8 +45,7 @@ def test_capacity_above_load_stays_at_min_replicas() -> None:
 
 def test_spike_scales_up_then_waits_out_the_window_before_scaling_down() -> None:
     spike_end = 120.0 + 180.0
-    trace = traces.spike(1.0, 10.0, start_s=120.0, minutes=3.0, duration_s=1500.0,
-                         ramp_s=10.0)
+    trace = traces.spike(1.0, 10.0, start_s=120.0, minutes=3.0, duration_s=1500.0, ramp_s=10.0)
     result = _run(trace, min_replicas=2, max_replicas=30, behavior=Behavior())
     series = result.series
     peak = max(series["pods"])
@@ -65,11 +64,17 @@ def test_scores_and_capacity_from_a_bench_report(tmp_path: Path) -> None:
         "client_machine": {"cpu": "c", "cpu_count": 2},
         "target": {"model": "m"},
         "stages": [
-            {"offered_audio_s_per_s": 5.0, "throughput_audio_s_per_s": 5.0,
-             "server": {"batch_size": {"mean": 1.0}},
-             "by_kind": {"short": {"audio_s": {"mean": 3.0}}}},
-            {"offered_audio_s_per_s": 50.0, "throughput_audio_s_per_s": 9.0,
-             "server": {"batch_size": {"mean": 1.0}}},
+            {
+                "offered_audio_s_per_s": 5.0,
+                "throughput_audio_s_per_s": 5.0,
+                "server": {"batch_size": {"mean": 1.0}},
+                "by_kind": {"short": {"audio_s": {"mean": 3.0}}},
+            },
+            {
+                "offered_audio_s_per_s": 50.0,
+                "throughput_audio_s_per_s": 9.0,
+                "server": {"batch_size": {"mean": 1.0}},
+            },
         ],
         "summary": {"capacity_audio_s_per_s": 9.0},
     }

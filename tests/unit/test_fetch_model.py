@@ -33,8 +33,10 @@ def checkpoint(root: Path) -> Path:
 
 def tree(root: Path) -> dict[str, tuple[int, float]]:
     """Every path under `root` with its size and mtime: to see that nothing was written."""
-    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_a_directory_is_copied_under_its_own_name_then_marked(tmp_path: Path) -> None:
@@ -63,17 +65,24 @@ def test_a_piper_voice_is_copied_with_its_config(tmp_path: Path) -> None:
     assert done.kind == "piper"
     assert done.load == str(cache / "en_US-joe-medium.onnx")
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [modelcache.MARKER, "en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"])
+        [modelcache.MARKER, "en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"]
+    )
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("x.onnx", b"onnx without its .onnx.json", "not a Piper voice"),
-    ("notes.txt", b"hi", "not a Piper voice"),
-    ("absent", None, "no such file or directory"),
-    ("./absent.onnx", None, "no such file or directory"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.onnx", b"onnx without its .onnx.json", "not a Piper voice"),
+        ("notes.txt", b"hi", "not a Piper voice"),
+        ("absent", None, "no such file or directory"),
+        ("./absent.onnx", None, "no such file or directory"),
+    ],
+)
 def test_what_cannot_be_fetched_fails_with_a_clear_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes | None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes | None,
     message: str,
 ) -> None:
     model = str(tmp_path / name)
@@ -156,8 +165,11 @@ def test_a_failed_download_says_so_and_drops_an_older_marker(tmp_path: Path) -> 
     def offline(**_: Any) -> None:
         raise ConnectionError("hub unreachable")
 
-    with pytest.raises(FetchError, match=r"could not download org/tiny@v2 from the Hugging "
-                                         r"Face Hub: ConnectionError: hub unreachable"):
+    with pytest.raises(
+        FetchError,
+        match=r"could not download org/tiny@v2 from the Hugging "
+        r"Face Hub: ConnectionError: hub unreachable",
+    ):
         fetch("org/tiny", cache, "v2", download=offline)
     assert not (cache / modelcache.MARKER).exists()
 
@@ -169,13 +181,20 @@ def test_the_server_loader_reads_a_hub_download_offline_without_writing(
     cache = tmp_path / "cache"
     fetch("org/tiny", cache, None, download=hub_stand_in(Path(tiny_model_dir), []))
     before = tree(cache)
-    code = ("from transformers import AutoTokenizer, VitsModel;"
-            "VitsModel.from_pretrained('org/tiny', revision='main');"
-            "AutoTokenizer.from_pretrained('org/tiny', revision='main'); print('loaded')")
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf-home")}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=240)
+    code = (
+        "from transformers import AutoTokenizer, VitsModel;"
+        "VitsModel.from_pretrained('org/tiny', revision='main');"
+        "AutoTokenizer.from_pretrained('org/tiny', revision='main'); print('loaded')"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-2000:]
     assert tree(cache) == before  # a read-only volume would do
 
@@ -208,8 +227,17 @@ def test_wait_returns_once_the_marker_appears(tmp_path: Path) -> None:
 def test_the_gate_command_fails_after_its_timeout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--model", "org/tiny", "--dir", str(tmp_path), "--wait", "--timeout", "0.2",
-            "--poll", "0.05"]
+    argv = [
+        "--model",
+        "org/tiny",
+        "--dir",
+        str(tmp_path),
+        "--wait",
+        "--timeout",
+        "0.2",
+        "--poll",
+        "0.05",
+    ]
     assert fetch_model_main(argv) == 1
     assert "did not arrive" in capsys.readouterr().err
 
@@ -218,8 +246,9 @@ def test_the_console_script_dispatches_fetch_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = checkpoint(tmp_path)
-    assert voicefleet_main(["fetch-model", "--model", str(source), "--dir",
-                            str(tmp_path / "c")]) == 0
+    assert (
+        voicefleet_main(["fetch-model", "--model", str(source), "--dir", str(tmp_path / "c")]) == 0
+    )
     out = capsys.readouterr().out
     assert f"serve with: voicefleet serve --model {tmp_path / 'c' / 'my-voice'}" in out
     assert fetch_model.__name__ in sys.modules
@@ -232,11 +261,18 @@ def test_layout_names_shared_with_the_operator() -> None:
     slot = modelcache.slot_name("facebook/mms-tts-eng", "main")
     assert slot.startswith("facebook-mms-tts-eng@main-") and "/" not in slot
     # Every revision, and every spelling that sanitises alike, gets its own directory.
-    assert len({slot, modelcache.slot_name("facebook/mms-tts-eng", None),
+    assert (
+        len(
+            {
+                slot,
+                modelcache.slot_name("facebook/mms-tts-eng", None),
                 modelcache.slot_name("facebook/mms-tts-eng", "v2"),
-                modelcache.slot_name("facebook-mms-tts-eng", "main")}) == 4
+                modelcache.slot_name("facebook-mms-tts-eng", "main"),
+            }
+        )
+        == 4
+    )
     assert len(modelcache.slot_name("a" * 500, "r" * 200)) <= 91
     assert modelcache.load_target("facebook/mms-tts-eng", "/models/x") == "facebook/mms-tts-eng"
-    assert modelcache.load_target("/opt/models/tiny-vits/", "/models/x") == (
-        "/models/x/tiny-vits")
+    assert modelcache.load_target("/opt/models/tiny-vits/", "/models/x") == ("/models/x/tiny-vits")
     assert modelcache.load_target("/v/joe.onnx", "/models/x") == "/models/x/joe.onnx"

@@ -16,9 +16,9 @@ from voicefleet_server.engine.tuning import (
     MemoryProfile,
     TuningReport,
     call_seconds_from_rates,
+    choose_batch_limit,
     choose_precision,
     correlation,
-    pick_batch_limit,
     probe_texts,
     request_share,
     token_budget,
@@ -31,21 +31,21 @@ from voicefleet_server.metrics import Metrics
 
 def test_a_larger_batch_must_win_by_the_margin() -> None:
     base = [1.0, 1.0, 1.0]
-    assert pick_batch_limit({1: base, 2: [1.15] * 3}, ceiling=16, margin=0.2) == 1
-    assert pick_batch_limit({1: base, 2: [1.25] * 3}, ceiling=16, margin=0.2) == 2
-    assert pick_batch_limit({1: base, 2: [1.3] * 3, 4: [1.4] * 3}, ceiling=16) == 2
-    assert pick_batch_limit({1: base, 2: [1.3] * 3, 4: [1.6] * 3}, ceiling=16) == 4
+    assert choose_batch_limit({1: base, 2: [1.15] * 3}, ceiling=16, margin=0.2) == 1
+    assert choose_batch_limit({1: base, 2: [1.25] * 3}, ceiling=16, margin=0.2) == 2
+    assert choose_batch_limit({1: base, 2: [1.3] * 3, 4: [1.4] * 3}, ceiling=16) == 2
+    assert choose_batch_limit({1: base, 2: [1.3] * 3, 4: [1.6] * 3}, ceiling=16) == 4
 
 
 def test_medians_ignore_one_wild_measurement() -> None:
     # Bench finding F4: batch 1 measured once at a tenth of its speed chose batch 8.
     rates = {1: [2.4, 0.24, 2.5], 2: [1.9, 2.0, 1.8], 8: [1.2, 2.6, 1.1]}
-    assert pick_batch_limit(rates, ceiling=16) == 1
+    assert choose_batch_limit(rates, ceiling=16) == 1
 
 
 def test_never_above_the_ceiling_and_one_without_measurements() -> None:
-    assert pick_batch_limit({1: [1.0], 8: [9.0]}, ceiling=4) == 1
-    assert pick_batch_limit({}, ceiling=6) == 1
+    assert choose_batch_limit({1: [1.0], 8: [9.0]}, ceiling=4) == 1
+    assert choose_batch_limit({}, ceiling=6) == 1
 
 
 def test_request_share_is_the_largest_batch_costing_little_more_than_one() -> None:

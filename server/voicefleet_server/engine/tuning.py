@@ -104,7 +104,7 @@ def choose_precision(
     return PrecisionChoice("bfloat16", speedup, worst, f"bf16 {speedup:.2f}x faster")
 
 
-def pick_batch_limit(
+def choose_batch_limit(
     rates: Mapping[int, Sequence[float]], ceiling: int, margin: float = 0.2
 ) -> int:
     """The batch limit from audio-seconds-per-second samples by batch size.
@@ -357,12 +357,12 @@ async def _tune_batching(
         for r in range(plan.rounds):
             for candidate in (best, size) if r % 2 == 0 else (size, best):
                 rates.setdefault(candidate, []).append(await timed(candidate))
-        best = pick_batch_limit({b: rates[b] for b in (best, size)}, ceiling, plan.margin)
+        best = choose_batch_limit({b: rates[b] for b in (best, size)}, ceiling, plan.margin)
         explored = statistics.median(rates[size])
         if explored < (1 - plan.explore_within) * statistics.median(rates[best]):
             break  # clearly losing: larger sizes would only cost more start-up time
         report.batching = _batching_detail(rates, best, plan)  # progress, for /readyz
-    choice = pick_batch_limit(rates, ceiling, plan.margin)
+    choice = choose_batch_limit(rates, ceiling, plan.margin)
     share = min(choice, request_share(call_seconds_from_rates(rates), plan.share_tolerance))
     report.batching = _batching_detail(rates, choice, plan) | {"request_share": share}
     engine.set_limits(
@@ -391,31 +391,6 @@ def _batching_detail(
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-# ---- legacy (one timed call per size; serving still calls these until it runs tune_cpu) ----
-
-
-def choose_batch_limit(audio_per_second: Mapping[int, float], ceiling: int) -> int:
-    """The measured batch size with the most audio per wall second (ties: the smaller)."""
-    candidates = {b: v for b, v in audio_per_second.items() if b <= ceiling}
-    if not candidates:
-        return ceiling
-    return max(sorted(candidates), key=lambda b: candidates[b])
-
-
-def measure_cpu_batching(
-    model: SpeechModel, ceiling: int, sizes: Sequence[int] = (1, 2, 4, 8)
-) -> dict[int, float]:
-    """Audio seconds per wall second at increasing batch sizes; stops once it drops."""
-    results: dict[int, float] = {}
-    for size in (s for s in sizes if s <= ceiling):
-        _render(model, [PROBE_TEXT], 0)
-        sample = _render(model, [PROBE_TEXT] * size, 0)
-        results[size] = sample.rate
-        if size > 1 and results[size] < max(results.values()):
-            break
-    return results
 
 
 # ---- CUDA --------------------------------------------------------------------------------

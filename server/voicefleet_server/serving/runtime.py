@@ -37,11 +37,13 @@ from voicefleet_server.engine.model import SpeechModel, SynthesisItem, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
 from voicefleet_server.engine.segmenter import split_segments
 from voicefleet_server.engine.tuning import (
+    TuningReport,
     cap_cuda_allocator,
-    choose_batch_limit,
-    measure_cpu_batching,
     profile_cuda_memory,
+    request_share,
     token_budget,
+    tune_cpu,
+    wants_precision_tuning,
 )
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving import requestid
@@ -130,6 +132,10 @@ class ModelRuntime:
         self._memory: GpuMemoryReader | None = None
         self._budget_bytes = 0
         self._load_task: asyncio.Task[None] | None = None
+        # CPU tuning runs after ready, in the engine's idle gaps (engine/tuning.py).
+        self.tuning = TuningReport()
+        self._tune_precision = False
+        self._tuning_task: asyncio.Task[TuningReport] | None = None
         # Tokenization runs here: off the event loop (a phonemizer can take milliseconds) and
         # off the engine's worker (which must only run model calls). One thread, because
         # tokenizers and espeak-ng are not safe to call from several threads at once.
@@ -154,10 +160,24 @@ class ModelRuntime:
             self.state = State.READY
             self.metrics.ready.set(1)
             log.info(
-                "ready: max batch %d, padded-token budget %s",
+                "ready: max batch %d, padded-token budget %s, request share %d; tuning %s",
                 self._engine.limits.max_batch_size,
                 self._engine.limits.max_padded_tokens,
+                self._engine.limits.request_share,
+                self.tuning.state,
             )
+            if self.tuning.state == "pending":
+                assert self._model is not None
+                self._tuning_task = asyncio.get_running_loop().create_task(
+                    tune_cpu(
+                        self._engine,
+                        self._model,
+                        tune_precision=self._tune_precision,
+                        ceiling=self.settings.max_batch_size,
+                        report=self.tuning,
+                    ),
+                    name="voicefleet-tuning",
+                )
         except Exception as exc:
             self.state = State.FAILED
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -167,6 +187,7 @@ class ModelRuntime:
         settings = self.settings
         device = resolve_device(settings.device)
         precision = resolve_precision(device, settings.dtype)
+        self.metrics.set_precision(precision.label)
         self._memory = GpuMemoryReader(device)
         # GPU series on /metrics (absent on CPU), read from NVML at scrape time.
         self.metrics.gpu.read = self._memory.report
@@ -180,6 +201,9 @@ class ModelRuntime:
         self.voice_library.encoder = family.encoder
         model = family.model
         model.warm_up()
+        self._tune_precision = settings.autotune and wants_precision_tuning(
+            device, settings.dtype, model
+        )
         limits = self._tune(model, device)
         self.metrics.max_batch_size.set(limits.max_batch_size)
         self.metrics.gpu_memory_budget.set(self._budget_bytes)
@@ -197,11 +221,14 @@ class ModelRuntime:
         )
 
     def _tune(self, model: SpeechModel, device: str) -> BatchLimits:
-        """Batch limits for this device: a padded-token budget from profiled memory on
-        CUDA, a batch size from measured throughput on CPU (where batching may not pay)."""
+        """Batch limits to start with. CUDA: a padded-token budget from profiled memory and
+        the request share from the probes' timings, before ready. CPU: batch 1 (float32)
+        until tuning, which runs after ready in idle gaps, measures whether batching or
+        bf16 pay (start-up stays bounded: bench/RESULTS.md, cold start)."""
         settings = self.settings
         max_batch = settings.max_batch_size
         max_tokens = _UNBOUNDED_TOKENS
+        share = 1
         if device.startswith("cuda"):
             assert self._memory is not None
             self._budget_bytes = settings.vram_budget_bytes or self._memory.total_bytes()
@@ -212,17 +239,21 @@ class ModelRuntime:
                 raise RuntimeError(
                     f"the model needs more than the VRAM budget of {self._budget_bytes} bytes"
                 )
-        elif settings.autotune and max_batch > 1:
-            measured = measure_cpu_batching(model, max_batch)
-            max_batch = choose_batch_limit(measured, max_batch)
-            log.info(
-                "CPU batching measured %s audio s/s by batch size; using %d",
-                {k: round(v, 2) for k, v in measured.items()},
-                max_batch,
-            )
+            share = min(max_batch, request_share(profile.seconds_by_batch))
+            self.tuning.state = "off"
+            self.tuning.batching = {
+                "seconds_by_batch": {b: round(t, 4) for b, t in profile.seconds_by_batch.items()},
+                "request_share": share,
+            }
         else:
             self._budget_bytes = settings.vram_budget_bytes or 0
-        return BatchLimits(max_batch, max_tokens, settings.batch_window_ms / 1000.0)
+            if settings.autotune and (max_batch > 1 or self._tune_precision):
+                max_batch = 1
+            else:
+                self.tuning.state = "off"
+        return BatchLimits(
+            max_batch, max_tokens, settings.batch_window_ms / 1000.0, request_share=share
+        )
 
     @property
     def draining(self) -> bool:
@@ -241,10 +272,11 @@ class ModelRuntime:
             await self._engine.wait_idle()
 
     async def close(self) -> None:
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._load_task
+        for task in (self._load_task, self._tuning_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._engine is not None:
             await self._engine.close()
         self._text_thread.shutdown(wait=False, cancel_futures=True)
@@ -290,6 +322,8 @@ class ModelRuntime:
         if self._engine is not None:
             detail["queue_depth"] = self._engine.queue_depth
             detail["max_batch_size"] = self._engine.limits.max_batch_size
+            detail["request_share"] = self._engine.limits.request_share
+            detail["tuning"] = self.tuning.detail()
             stuck = self.worker_stuck_s()
             if stuck > 0:
                 detail["worker_stuck_s"] = round(stuck, 1)

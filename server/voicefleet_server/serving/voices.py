@@ -285,9 +285,7 @@ class VoiceLibrary:
 
     # ---- upload ------------------------------------------------------------------------
 
-    async def upload(
-        self, name: str, data: bytes, principal: Principal = SYSTEM
-    ) -> UploadedVoice:
+    async def upload(self, name: str, data: bytes, principal: Principal = SYSTEM) -> UploadedVoice:
         """A voice owned by `principal` from a reference clip (the same clip again: the
         same voice, embedded once)."""
         encoder = self.encoder
