@@ -31,6 +31,10 @@ CACHE_DIR = "/cache"
 API_KEY_DIR = "/etc/voicefleet/auth"
 API_KEY_FILE = "api-key"
 API_KEY_VOLUME = "api-key"
+# spec.storage.s3.credentialsSecretRef: the two keys as files named like boto3's variables
+# (the server re-reads them when the Secret is rotated), never as env values.
+S3_CREDENTIALS_DIR = "/etc/voicefleet/s3"
+S3_CREDENTIALS_VOLUME = "s3-credentials"
 # surge: never below the current capacity (one extra pod first, so one spare GPU);
 # frugal: one pod down first, so a rollout never needs a GPU the service does not hold.
 ROLLOUT = {
@@ -92,6 +96,24 @@ def server_env(spec: ServiceSpec, name: str) -> list[dict[str, Any]]:
     if spec.auth is not None:
         # A path, never the key: the pod spec is readable by far more people than Secrets.
         env.append({"name": "VOICEFLEET_API_KEY_FILE", "value": f"{API_KEY_DIR}/{API_KEY_FILE}"})
+    if spec.storage is not None:
+        env += storage_env(spec)
+    return env
+
+
+def storage_env(spec: ServiceSpec) -> list[dict[str, Any]]:
+    """Job audio in S3: the server's setting, plus boto3's own variables for the endpoint and
+    region (no credentials: a mounted Secret, or the pod's workload identity)."""
+    s3 = spec.storage
+    if s3 is None:
+        return []
+    env = [{"name": "VOICEFLEET_JOB_STORAGE", "value": s3.url}]
+    if s3.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint_url})
+    if s3.region:
+        env.append({"name": "AWS_REGION", "value": s3.region})
+    if s3.credentials_secret:
+        env.append({"name": "VOICEFLEET_JOB_STORAGE_CREDENTIALS_DIR", "value": S3_CREDENTIALS_DIR})
     return env
 
 
@@ -131,6 +153,23 @@ def _server_volumes(spec: ServiceSpec, name: str) -> tuple[list[dict[str, Any]],
                 "secret": {
                     "secretName": spec.auth.secret,
                     "items": [{"key": spec.auth.key, "path": API_KEY_FILE}],
+                },
+            }
+        )
+    if spec.storage is not None and spec.storage.credentials_secret:
+        s3 = spec.storage
+        mounts.append(
+            {"name": S3_CREDENTIALS_VOLUME, "mountPath": S3_CREDENTIALS_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": S3_CREDENTIALS_VOLUME,
+                "secret": {
+                    "secretName": s3.credentials_secret,
+                    "items": [
+                        {"key": s3.access_key_id_key, "path": "AWS_ACCESS_KEY_ID"},
+                        {"key": s3.secret_access_key_key, "path": "AWS_SECRET_ACCESS_KEY"},
+                    ],
                 },
             }
         )

@@ -123,6 +123,25 @@ class AuthSpec:
 
 
 @dataclass(frozen=True)
+class S3StorageSpec:
+    """Long-form job audio in S3-compatible storage (`spec.storage.s3`). Endpoint and region
+    reach the pods as boto3's standard variables; keys, when given, as a mounted Secret."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    credentials_secret: str | None = None
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+    @property
+    def url(self) -> str:
+        """The server's `--job-storage` value."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
 class ResourcesSpec:
     gpus: int
     requests: Mapping[str, str]
@@ -144,6 +163,7 @@ class ServiceSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
     auth: AuthSpec | None = None
+    storage: S3StorageSpec | None = None
     # Server pods when autoscaling.mode is none (an autoscaler owns the count otherwise).
     replicas: int = 1
     rollout: str = "surge"
@@ -275,6 +295,63 @@ def _auth(raw: Mapping[str, Any]) -> AuthSpec | None:
     return AuthSpec(secret=name, key=key)
 
 
+# S3's bucket naming rules (3-63 characters, lower case, digits, dots and hyphens).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _secret_key(ref: Mapping[str, Any], field: str, where: str, default: str) -> str:
+    key = string(ref, field, where) or default
+    if len(key) > 253 or not _SECRET_KEY.match(key):
+        raise SpecError(
+            f"{where}.{field} may hold only letters, digits, '-', '_' and '.', got {key!r}"
+        )
+    return key
+
+
+def _storage(raw: Mapping[str, Any]) -> S3StorageSpec | None:
+    s3 = section(raw, "storage").get("s3")
+    if s3 is None:
+        return None
+    where = "spec.storage.s3"
+    if not isinstance(s3, Mapping):
+        raise SpecError(f"{where} must be an object, got {s3!r}")
+    bucket = string(s3, "bucket", where)
+    if bucket is None or not _BUCKET.match(bucket):
+        raise SpecError(f"{where}.bucket must be an S3 bucket name, got {bucket!r}")
+    prefix = (string(s3, "prefix", where) or "").strip("/")
+    if len(prefix) > 512 or any(ord(c) < 32 for c in prefix):
+        raise SpecError(f"{where}.prefix must be at most 512 printable characters")
+    endpoint = string(s3, "endpointUrl", where)
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise SpecError(
+            f"{where}.endpointUrl must start with http:// or https://, got {endpoint!r}"
+        )
+    region = string(s3, "region", where)
+    if region is not None and not _REGION.match(region):
+        raise SpecError(f"{where}.region must be a region name such as eu-west-1, got {region!r}")
+    ref = s3.get("credentialsSecretRef")
+    if ref is None:
+        return S3StorageSpec(bucket, prefix, endpoint, region)
+    ref_where = f"{where}.credentialsSecretRef"
+    if not isinstance(ref, Mapping):
+        raise SpecError(f"{ref_where} must be an object, got {ref!r}")
+    name = string(ref, "name", ref_where)
+    if name is None or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise SpecError(f"{ref_where}.name must name a Secret (a DNS subdomain), got {name!r}")
+    return S3StorageSpec(
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        credentials_secret=name,
+        access_key_id_key=_secret_key(ref, "accessKeyIdKey", ref_where, "AWS_ACCESS_KEY_ID"),
+        secret_access_key_key=_secret_key(
+            ref, "secretAccessKeyKey", ref_where, "AWS_SECRET_ACCESS_KEY"
+        ),
+    )
+
+
 def _resources(raw: Mapping[str, Any]) -> ResourcesSpec:
     resources = section(raw, "resources")
     requests = string_map(resources.get("requests"), "spec.resources.requests")
@@ -356,6 +433,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ServiceSpec:
         node_selector=string_map(raw.get("nodeSelector"), "spec.nodeSelector"),
         tolerations=object_list(raw.get("tolerations"), "spec.tolerations"),
         auth=_auth(raw),
+        storage=_storage(raw),
         replicas=integer(raw, "replicas", "spec", 1, 0, 1000),
         rollout=_rollout(raw),
         pod=parse_pod(raw),

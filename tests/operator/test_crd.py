@@ -161,6 +161,10 @@ def test_examples_validate_and_parse(schema: dict[str, Any], path: Path) -> None
         (("pod", "volumeMounts"), [{"name": "v"}]),
         (("pod", "imagePullSecrets"), ["regcred"]),
         (("pod", "labels"), {"team": 7}),
+        (("storage", "s3"), {"prefix": "p"}),
+        (("storage", "s3"), {"bucket": "vf"}),
+        (("storage", "s3"), {"bucket": "voicefleet-jobs", "endpointUrl": "minio:9000"}),
+        (("storage", "s3"), {"bucket": "voicefleet-jobs", "credentialsSecretRef": {}}),
     ],
 )
 def test_schema_rejects(schema: dict[str, Any], field: tuple[str, str], value: Any) -> None:

@@ -269,6 +269,61 @@ def test_api_key_secret_is_mounted_and_pointed_at() -> None:
     assert manifests.drift(plain, deployment)
 
 
+def test_s3_job_storage_reaches_the_pods_as_settings_and_a_mounted_secret() -> None:
+    plain = manifests.server_deployment(make(), "tts", "ns")
+    assert not {"VOICEFLEET_JOB_STORAGE", "AWS_ENDPOINT_URL", "AWS_REGION"} & set(env_of(plain))
+
+    spec = make(storage={"s3": {
+        "bucket": "voicefleet-jobs", "prefix": "/tts-en/", "endpointUrl": "http://minio:9000",
+        "region": "eu-west-1",
+        "credentialsSecretRef": {"name": "minio-keys", "accessKeyIdKey": "rootUser",
+                                 "secretAccessKeyKey": "rootPassword"}}})
+    deployment = manifests.server_deployment(spec, "tts", "ns")
+    pod = deployment["spec"]["template"]["spec"]
+    env = env_of(deployment)
+    assert env["VOICEFLEET_JOB_STORAGE"] == "s3://voicefleet-jobs/tts-en"
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert env["VOICEFLEET_JOB_STORAGE_CREDENTIALS_DIR"] == "/etc/voicefleet/s3"
+    # The keys are files in a read-only mount, named as the server reads them; never env.
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert {"name": "s3-credentials", "mountPath": "/etc/voicefleet/s3", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"])
+    assert {"name": "s3-credentials", "secret": {"secretName": "minio-keys", "items": [
+        {"key": "rootUser", "path": "AWS_ACCESS_KEY_ID"},
+        {"key": "rootPassword", "path": "AWS_SECRET_ACCESS_KEY"}]}} in pod["volumes"]
+    kubernetes_validate.validate(deployment, "1.37.0", strict=True)
+
+    # Workload identity: no Secret, no mount, no endpoint (AWS itself).
+    identity = manifests.server_deployment(
+        make(storage={"s3": {"bucket": "voicefleet-jobs"}}, pod={"serviceAccountName": "tts"}),
+        "tts", "ns")
+    env = env_of(identity)
+    assert env["VOICEFLEET_JOB_STORAGE"] == "s3://voicefleet-jobs"
+    assert not {"AWS_ENDPOINT_URL", "AWS_REGION", "VOICEFLEET_JOB_STORAGE_CREDENTIALS_DIR"} & set(
+        env)
+    assert all(v["name"] != "s3-credentials" for v in identity["spec"]["template"]["spec"][
+        "volumes"])
+    # Removing the storage again changes the pods (lists are replaced whole by the patch).
+    assert manifests.drift(plain, deployment)
+
+
+def test_pod_settings_cannot_replace_the_storage_settings() -> None:
+    spec = make(storage={"s3": {"bucket": "voicefleet-jobs", "credentialsSecretRef": {
+        "name": "keys"}}}, pod={
+        "env": [{"name": "VOICEFLEET_JOB_STORAGE", "value": "memory"},
+                {"name": "VOICEFLEET_JOB_URL_TTL", "value": "2h"}],
+        "volumeMounts": [{"name": "mine", "mountPath": "/etc/voicefleet/s3"}],
+        "volumes": [{"name": "mine", "emptyDir": {}}]})
+    deployment = manifests.server_deployment(spec, "tts", "ns")
+    env = env_of(deployment)
+    assert env["VOICEFLEET_JOB_STORAGE"] == "s3://voicefleet-jobs"
+    assert env["VOICEFLEET_JOB_URL_TTL"] == "2h"  # what the operator does not set passes
+    mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert [m["name"] for m in mounts if m["mountPath"] == "/etc/voicefleet/s3"] == [
+        "s3-credentials"]
+
+
 def test_what_the_operator_no_longer_builds_is_removed() -> None:
     cached = make(model={"variant": "m/x", "cache": {}}, autoscaling={"mode": "none"},
                   pod={"affinity": {"nodeAffinity": {}}, "serviceAccountName": "sa",

@@ -152,6 +152,42 @@ def test_api_key_secret_ref() -> None:
                                                                             "openai_key")
 
 
+def test_s3_storage() -> None:
+    assert parse_spec({"model": {"variant": "m"}}, default_image=IMAGE).storage is None
+    spec = parse_spec({**M, "storage": {"s3": {"bucket": "voicefleet-jobs"}}},
+                      default_image=IMAGE)
+    assert spec.storage is not None
+    assert (spec.storage.url, spec.storage.credentials_secret) == ("s3://voicefleet-jobs", None)
+    spec = parse_spec({**M, "storage": {"s3": {
+        "bucket": "voicefleet-jobs", "prefix": "/a/b/", "endpointUrl": "https://s3.example",
+        "region": "eu-west-1", "credentialsSecretRef": {"name": "keys"}}}}, default_image=IMAGE)
+    s3 = spec.storage
+    assert s3 is not None and s3.url == "s3://voicefleet-jobs/a/b"
+    assert (s3.endpoint_url, s3.region, s3.credentials_secret) == (
+        "https://s3.example", "eu-west-1", "keys")
+    assert (s3.access_key_id_key, s3.secret_access_key_key) == (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@pytest.mark.parametrize(
+    ("s3", "message"),
+    [
+        ({"prefix": "p"}, "bucket must be an S3 bucket name"),
+        ({"bucket": "vf"}, "bucket must be an S3 bucket name"),
+        ({"bucket": "Voicefleet"}, "bucket must be an S3 bucket name"),
+        ({"bucket": "voicefleet-jobs", "endpointUrl": "minio:9000"}, "must start with http"),
+        ({"bucket": "voicefleet-jobs", "region": "EU West"}, "region must be a region name"),
+        ({"bucket": "voicefleet-jobs", "credentialsSecretRef": {}}, "must name a Secret"),
+        ({"bucket": "voicefleet-jobs", "credentialsSecretRef": {
+            "name": "k", "accessKeyIdKey": "a/b"}}, "accessKeyIdKey may hold only"),
+        ("s3://voicefleet-jobs", "spec.storage.s3 must be an object"),
+    ],
+)
+def test_invalid_s3_storage_says_what_to_fix(s3: object, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_spec({**M, "storage": {"s3": s3}}, default_image=IMAGE)
+
+
 def test_new_fields_default_to_todays_behaviour() -> None:
     spec = parse_spec({"model": {"variant": "m"}}, default_image=IMAGE)
     assert spec.model.cache is None
