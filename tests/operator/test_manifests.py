@@ -308,6 +308,19 @@ def test_s3_job_storage_reaches_the_pods_as_settings_and_a_mounted_secret() -> N
     assert manifests.drift(plain, deployment)
 
 
+def test_the_server_accepts_the_storage_settings_the_operator_sets() -> None:
+    from voicefleet_server.cli import settings_from
+
+    spec = make(storage={"s3": {"bucket": "voicefleet-jobs", "prefix": "tts",
+                                "credentialsSecretRef": {"name": "keys"}}},
+                redis={"url": "redis://r:6379/0"})
+    env = {k: v for k, v in env_of(manifests.server_deployment(spec, "tts", "ns")).items()
+           if k.startswith("VOICEFLEET_") and isinstance(v, str)}
+    settings = settings_from([], env)
+    assert settings.job_storage == "s3://voicefleet-jobs/tts"
+    assert settings.job_storage_credentials_dir == "/etc/voicefleet/s3"
+
+
 def test_pod_settings_cannot_replace_the_storage_settings() -> None:
     spec = make(storage={"s3": {"bucket": "voicefleet-jobs", "credentialsSecretRef": {
         "name": "keys"}}}, pod={
