@@ -23,6 +23,7 @@ import pytest
 import yaml
 from monitoring_support import ROOT, dashboard_targets, expand
 from server_process import ServerProcess, start_server
+from voicefleet_bench.dashboard import legend
 from voicefleet_bench.prometheus import Prometheus, Target, free_port, start_prometheus, wait_for
 from voicefleet_operator.autoscalers import server_scaled_object
 from voicefleet_operator.metrics import OperatorMetrics
@@ -84,8 +85,10 @@ def adapter_query(docs: list[dict[str, Any]]) -> str:
 def keda_query() -> str:
     """The query of the ScaledObject the operator builds for a VoiceService in mode keda."""
     spec = parse_spec(
-        {"model": {"variant": "m"},
-         "autoscaling": {"mode": "keda", "prometheusUrl": "http://prometheus:9090"}},
+        {
+            "model": {"variant": "m"},
+            "autoscaling": {"mode": "keda", "prometheusUrl": "http://prometheus:9090"},
+        },
         default_image="img",
     )
     (trigger,) = server_scaled_object(spec, SERVICE, NAMESPACE)["spec"]["triggers"]
@@ -192,15 +195,18 @@ def test_dashboard_panels_show_the_load(
     time.sleep(3)
     end = time.time()
     results: dict[tuple[str, str], list[float]] = {}
-    for title, legend, expr in dashboard_targets():
-        series = prometheus.query_range(expand(expr), started - 60, end, 1)
-        values = [float(v) for s in series for _, v in s["values"] if v not in ("NaN", "+Inf")]
-        results[(title, legend)] = values
+    for title, template, expr in dashboard_targets():
+        results.setdefault((title, template), [])
+        for series in prometheus.query_range(expand(expr), started - 60, end, 1):
+            values = [float(v) for _, v in series["values"] if v not in ("NaN", "+Inf")]
+            results[(title, template)] += values
+            # Series of a templated legend ("{{kind}}") are also keyed by their own legend.
+            results.setdefault((title, legend(template, series["metric"])), []).extend(values)
     got = {key: max(values) if values else None for key, values in results.items()}
     # Every panel that reads the server or operator has data; GPU panels are absent on CPU.
-    for (title, legend), value in got.items():
+    for (title, name), value in got.items():
         if title.startswith("GPU") and title != "GPU memory vs budget":
-            assert value is None, f"{title}/{legend} should be absent on CPU, got {value}"
+            assert value is None, f"{title}/{name} should be absent on CPU, got {value}"
     assert got[("Throughput", "audio s / s")] > 0
     assert got[("Throughput", "API requests / s")] > 0
     assert 0 < got[("Time to first audio", "p95")] < 120
@@ -211,6 +217,11 @@ def test_dashboard_panels_show_the_load(
     assert got[("Replicas", "scraped")] == 1 and got[("Replicas", "ready")] == 1
     assert got[("Replicas", "maxReplicas")] == 3
     assert got[("Errors and shedding", "5xx")] in (None, 0.0)
+    # Every returned segment was checked: the tiny model's random weights make noise, so
+    # the SNR sits at the estimator's floor and anomalies show (low_snr at least).
+    assert got[("Audio quality: SNR", "p50")] is not None
+    assert got[("Audio quality: SNR", "p50")] < 25
+    assert got[("Audio quality: anomalies", "low_snr")] > 0
 
 
 def test_alert_rules_evaluate_against_real_series(
