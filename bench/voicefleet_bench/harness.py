@@ -74,7 +74,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None,
         extra_args: Sequence[str] = (),
         *,
         name: str = "server",
@@ -83,7 +83,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         wait_tuned: bool = True,
     ) -> None:
-        self.model = str(model)
+        self.model = None if model is None else str(model)  # None: the server's default
         self.extra_args = list(extra_args)
         self.name = name
         self.ready_timeout = ready_timeout
@@ -99,8 +99,9 @@ class ServerProcess:
 
     @property
     def command(self) -> list[str]:
+        model = [] if self.model is None else ["--model", self.model]
         return [
-            sys.executable, "-m", "voicefleet", "serve", "--model", self.model,
+            sys.executable, "-m", "voicefleet", "serve", *model,
             "--port", str(self.port), *self.extra_args,
         ]
 

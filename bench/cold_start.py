@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Script 7 - cold start: process start to /readyz 200, and to CPU tuning done.
+
+Starts `voicefleet serve` --runs times (default: the bundled real voice, no --model, as a
+pod starts), timing process start -> /readyz 200 (ready: loaded and warmed up; it serves
+from then on) and -> tuning done (/readyz detail `tuning.state`; CPU tuning runs after
+ready in idle gaps). The import of torch + transformers alone is timed in a fresh
+interpreter for reference. Medians over runs. Target (issue 15): ready <= 5 s.
+
+    .venv/bin/python bench/cold_start.py --json bench/results/cold_start.json
+    .venv/bin/python bench/cold_start.py --model bench/out/models/mms --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+from voicefleet_bench import harness
+
+
+def import_seconds() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers.models.vits"], check=True)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="what to serve (default: the server's default voice)")
+    parser.add_argument("--runs", type=int, default=3, help="cold starts")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="extra `voicefleet serve` argument (repeatable)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    harness.line_buffered_stdout()
+    ready: list[float] = []
+    tuned: list[float] = []
+    imports: list[float] = []
+    tunings = []
+    for run in range(args.runs):
+        imports.append(import_seconds())
+        with harness.ServerProcess(args.model, args.serve_arg, name="cold-start") as srv:
+            ready.append(srv.startup_s or 0.0)
+            tuned.append(srv.tuned_s or 0.0)
+            tunings.append(srv.tuning)
+        print(f"run {run + 1}: ready {ready[-1]:.2f} s, tuned {tuned[-1]:.2f} s "
+              f"(import torch+transformers alone {imports[-1]:.2f} s); tuning {tunings[-1]}")
+    value = statistics.median(ready)
+    harness.report_ratio(
+        "cold_start_to_ready_s", value, target="<= 5 s", json_path=args.json,
+        detail={"model": args.model or "(default voice)", "machine": harness.machine(),
+                "ready_s": ready, "tuned_s": tuned, "import_s": imports,
+                "tuned_median_s": statistics.median(tuned),
+                "import_median_s": statistics.median(imports), "tuning": tunings},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
