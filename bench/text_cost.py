@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import string
 import time
@@ -76,6 +77,8 @@ def main() -> int:
         "ms": median_ms(lambda: pysbd.Segmenter(language="en").segment(long_paragraph), 3),
         "split_segments_ms": median_ms(lambda: split_segments(long_paragraph), 3),
     }
+    # The build machine is shared: record how busy it was.
+    figures["machine"] = {"cpus": float(os.cpu_count() or 0), "load_1min": os.getloadavg()[0]}
     for name, row in figures.items():
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}))
     if args.json:
