@@ -74,6 +74,19 @@ class ServerSettings(BaseModel):
         "after start-up, in idle moments, and switch to what measured clearly faster",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    # ---- text handling (docs/text.md) ----
+    language: str | None = Field(
+        None,
+        description="language of the text the model reads (en, deu, pt-BR), for reading "
+        "numbers and abbreviations; default: what the model says (MMS checkpoints name theirs)",
+    )
+    segment_max_seconds: float = Field(
+        8.0,
+        gt=0,
+        le=600,
+        description="cap on one segment's expected audio; longer sentences are cut at clause "
+        "boundaries so a long text holds the model for less time at once",
+    )
     # ---- Redis, long-form jobs, result cache, rate limits (docs/jobs.md) ----
     redis_prefix: str = Field(
         "voicefleet:", description="prefix of every Redis key (to share one Redis between services)"

@@ -151,6 +151,12 @@ class Metrics:
         self.audio_seconds = Counter(
             "voicefleet_audio_seconds", "Seconds of audio generated", registry=r
         )
+        self.dropped_characters = Counter(
+            "voicefleet_dropped_characters",
+            "Letters, digits and symbols of accepted requests that the model's vocabulary "
+            "lacks (spoken without them)",
+            registry=r,
+        )
         self.real_time_factor = Histogram(
             "voicefleet_real_time_factor",
             "Synthesis wall time per second of audio, per request",

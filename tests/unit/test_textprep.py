@@ -115,3 +115,10 @@ def test_a_phonemizing_vits_subclass_reads_numbers_itself() -> None:
             pass
 
     assert Phonemizing().text_profile == TextProfile("en", reads_numbers=True)
+
+
+def test_a_silent_part_may_give_no_segments_instead_of_an_error() -> None:
+    # A dialogue turn "..." is a pause; the job as a whole is checked by its caller.
+    assert prepare_text("...", ENGLISH, require_speech=False).segments == []
+    with pytest.raises(UnspeakableText, match="cannot pronounce"):
+        prepare_text("Привет, мир!", ENGLISH, require_speech=False)

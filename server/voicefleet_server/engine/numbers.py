@@ -9,6 +9,7 @@ numbers, amounts and percentages in text and replace them. Shared by every langu
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
@@ -40,6 +41,10 @@ CURRENCY_SYMBOLS = {
 # codes): read digit by digit. Grouped numbers ("1,234,567,890") are read as amounts.
 _MAX_UNGROUPED_DIGITS = 9
 _MAX_DIGITS = 15
+# num2words' converters are shared objects, and some keep per-call state on themselves
+# (the base class stores a decimal's precision in `self.precision` before reading it
+# back): calls from two threads at once could read each other's digits.
+_NUM2WORDS = threading.Lock()
 # Marks where num2words joins a currency's units and cents (a private-use character: it
 # survives `tidy`, unlike a control character, which counts as white space).
 _MARK = "\ue000"
@@ -58,7 +63,8 @@ class Speller:
 
     def _call(self, value: int | Decimal, to: str, **kwargs: object) -> str | None:
         try:
-            words = num2words(value, lang=self.language, to=to, **kwargs)
+            with _NUM2WORDS:
+                words = num2words(value, lang=self.language, to=to, **kwargs)
         except Exception:
             return None
         return tidy(str(words)) or None

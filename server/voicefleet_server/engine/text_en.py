@@ -1,7 +1,7 @@
 """English rules of the text normalizer: dates, clock times, currency, years, ordinals,
 abbreviations, initialisms and a few symbols, before the numbers that remain.
 
-Numbers are spelled by num2words (through `text.Speller`); this module only finds the
+Numbers are spelled by num2words (through `numbers.Speller`); this module only finds the
 patterns and says which form a number takes (a year, an ordinal, an amount). Order
 matters: a date or a time is recognized before its numbers are read one by one.
 """

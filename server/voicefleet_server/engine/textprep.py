@@ -38,12 +38,18 @@ class PreparedText:
 
 
 def prepare_text(
-    text: str, profile: TextProfile, max_chars: int = DEFAULT_MAX_SEGMENT_CHARS
+    text: str,
+    profile: TextProfile,
+    max_chars: int = DEFAULT_MAX_SEGMENT_CHARS,
+    *,
+    require_speech: bool = True,
 ) -> PreparedText:
     """Segments of `text` ready for the model's `tokenize`, each at most `max_chars`.
 
-    Raises `UnspeakableText` when nothing would be said, or when more than half of the
-    letters, digits and symbols are outside the model's vocabulary.
+    Raises `UnspeakableText` when more than half of the letters, digits and symbols are
+    outside the model's vocabulary, and when nothing would be said (unless not
+    `require_speech`: a dialogue turn "..." is a pause, not an error; it gives no segments).
+    Thread-safe; a long text (a job) costs about a second per 100k characters.
     """
     sentences = [
         normalize(sentence, profile.language, reads_numbers=profile.reads_numbers)
@@ -57,6 +63,8 @@ def prepare_text(
             "".join(sentences), profile.vocabulary, lowercase=profile.lowercase
         )
     if check.total == 0:
+        if not require_speech:
+            return PreparedText([], check)
         raise UnspeakableText("input contains nothing to say (no letters or digits)", check)
     if check.kept == 0 or check.mostly_unknown:
         raise UnspeakableText(

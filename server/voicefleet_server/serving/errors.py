@@ -20,6 +20,13 @@ class InvalidInput(ServingError):
     pass
 
 
+class UnsupportedCharacters(ServingError):
+    """The input is mostly characters outside the model's vocabulary (another script,
+    another language's alphabet); the message names them."""
+
+    code = "unsupported_characters"
+
+
 class UnknownModel(ServingError):
     status = 404
     code = "model_not_found"

@@ -33,6 +33,7 @@ import numpy as np
 
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine.model import SynthesisItem
+from voicefleet_server.engine.textprep import PreparedText
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving import requestid
 from voicefleet_server.serving.audio import (
@@ -208,9 +209,11 @@ class JobService:
         request["input"] = clean_text(spec.input)
         request["seed"] = spec.seed if spec.seed is not None else secrets.randbits(62)
         request["chunk_segments"] = self.settings.job_chunk_segments
-        plan = self._plan(request)
+        plan = await self._plan(request, count=True)
         if not plan:
-            raise InvalidInput("input is empty", param="input")
+            raise InvalidInput(
+                "input contains nothing to say (no letters or digits)", param="input"
+            )
         rate = self.runtime.sampling_rate
         record = JobRecord(
             id="job_" + uuid.uuid4().hex,
@@ -388,11 +391,27 @@ class JobService:
 
     # ---- rendering -------------------------------------------------------------------
 
-    def _plan(self, request: dict[str, Any]) -> list[ChunkPlan]:
+    async def _plan(self, request: dict[str, Any], *, count: bool = False) -> list[ChunkPlan]:
+        """The job's chunks. `count`: at creation, count the characters it drops (a job
+        resumed or re-planned is not counted again)."""
         voices: dict[str, str] = request.get("voices") or {}
         turns = parse_script(request["input"], labels=voices.keys())
-        # Segmented by the runtime, exactly as a speech request would be.
-        return plan_chunks(turns, int(request["chunk_segments"]), segment=self.runtime.segments)
+        speed = float(request.get("speed") or 1.0)
+        prepared: list[PreparedText] = []
+
+        def segment(text: str) -> list[str]:
+            # Prepared by the runtime, exactly as a speech request would be; a turn with
+            # nothing to say ("...") is a pause in a dialogue, not an error.
+            turn = self.runtime.prepare(text, speed=speed, require_speech=False)
+            prepared.append(turn)
+            return turn.segments
+
+        # Off the event loop: a 100k-character text takes about a second to prepare.
+        plan = await asyncio.to_thread(plan_chunks, turns, int(request["chunk_segments"]), segment)
+        if count:
+            for turn in prepared:
+                self.runtime.count_dropped(turn)
+        return plan
 
     def _launch(self, record: JobRecord, store: JobStore, request: dict[str, Any]) -> None:
         chunks = self._chunks_for(record)
@@ -415,7 +434,7 @@ class JobService:
                 record.status = "running"
                 record.started_at = record.started_at or time.time()
                 await self._save(run)
-                plan = self._plan(run.request)
+                plan = await self._plan(run.request)
                 for attempt in range(3):
                     stored = await self._write(run, lambda: run.chunks.stored(record.id, len(plan)))
                     # A chunk counts once it is both stored and in the record; one stored

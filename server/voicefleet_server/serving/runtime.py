@@ -24,6 +24,7 @@ import enum
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -33,9 +34,11 @@ from voicefleet_server.engine import faults
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
 from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, resolve_precision
 from voicefleet_server.engine.families import load_family
-from voicefleet_server.engine.model import SpeechModel, SynthesisItem, Voice
+from voicefleet_server.engine.model import SpeechModel, SynthesisItem, TextProfile, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
-from voicefleet_server.engine.segmenter import split_segments
+from voicefleet_server.engine.segmenter import DEFAULT_CHARS_PER_SECOND, segment_chars
+from voicefleet_server.engine.text import resolve_language
+from voicefleet_server.engine.textprep import PreparedText, UnspeakableText, prepare_text
 from voicefleet_server.engine.tuning import (
     TuningReport,
     cap_cuda_allocator,
@@ -53,6 +56,7 @@ from voicefleet_server.serving.errors import (
     Unavailable,
     UnknownModel,
     UnknownVoice,
+    UnsupportedCharacters,
     VoiceCloningUnsupported,
 )
 from voicefleet_server.serving.quality import QualityMonitor
@@ -128,6 +132,7 @@ class ModelRuntime:
         # Uploaded voices (families with a speaker encoder only: SpeechT5).
         self.voice_library = voices
         self._model: SpeechModel | None = None
+        self._text_profile: TextProfile | None = None
         self._engine: Engine | None = None
         self._memory: GpuMemoryReader | None = None
         self._budget_bytes = 0
@@ -212,6 +217,15 @@ class ModelRuntime:
             log.warning("fault injection is ON: a test-only setting, never for production")
             engine_model = faults.FaultInjectingModel(model)
         self._model = model
+        profile = self._text_profile = self._profile(model)
+        log.info(
+            "text: language %s, %s, %s",
+            profile.language or "unknown (numbers and abbreviations left as written)",
+            "the model reads numbers itself" if profile.reads_numbers else "normalized here",
+            "no vocabulary check"
+            if profile.vocabulary is None
+            else f"vocabulary of {len(profile.vocabulary)} characters",
+        )
         self._engine = Engine(
             model=engine_model,
             limits=limits,
@@ -444,18 +458,71 @@ class ModelRuntime:
     # ---- text -> schedulable items ---------------------------------------------------
     #
     # THE seam where text becomes model input, for speech requests and jobs alike:
-    #   segments(text)  clean control characters, then split into sentence segments.
-    #                   Text normalization (numbers, abbreviations...) plugs in here, before
-    #                   the split, so a job's chunk plan and a speech request agree.
+    #   prepare(text)   clean control characters, then engine/textprep.py's one pipeline:
+    #                   sentences (pysbd), normalization for the model's language (numbers,
+    #                   abbreviations; not for families that read numbers themselves), the
+    #                   vocabulary check (400 `unsupported_characters`, or a count), and the
+    #                   cut of long sentences at clause boundaries (--segment-max-seconds).
+    #                   Pure and thread-safe; never on the event loop (a 100k-character job
+    #                   takes about a second): `segments` runs it on the text thread, jobs
+    #                   plan in a worker thread.
     #   items(...)      tokenize each segment on the text thread (never on the event loop,
     #                   never on the engine worker), seed it by its position in the request,
-    #                   and build SynthesisItems. Out-of-vocabulary checks and other
-    #                   tokenizers (a phonemizer) plug into `_tokenize`, which runs there.
+    #                   and build SynthesisItems.
     # Segments with nothing pronounceable are dropped (their index still counts for seeds).
 
-    def segments(self, text: str) -> list[str]:
-        """Stage 1 (pure, cheap): `text` cleaned and cut into sentence-sized segments."""
-        return split_segments(clean_text(text))
+    @property
+    def text_profile(self) -> TextProfile:
+        """How the loaded model reads text (Unavailable while it loads)."""
+        self.model()
+        assert self._text_profile is not None
+        return self._text_profile
+
+    def _profile(self, model: SpeechModel) -> TextProfile:
+        profile = model.text_profile
+        if self.settings.language:
+            # --language overrides what the model says (or does not say).
+            profile = replace(profile, language=resolve_language(self.settings.language))
+        return profile
+
+    def prepare(
+        self, text: str, *, speed: float = 1.0, require_speech: bool = True
+    ) -> PreparedText:
+        """Stage 1: `text` as the segments the model will read. Unspeakable text becomes
+        UnsupportedCharacters (mostly outside the vocabulary, the characters named) or
+        InvalidInput (nothing to say), both 400 on `input`."""
+        # The cap is on audio seconds: at a slower speed each character lasts longer.
+        max_chars = segment_chars(
+            self.settings.segment_max_seconds, DEFAULT_CHARS_PER_SECOND * speed
+        )
+        try:
+            return prepare_text(
+                clean_text(text), self.text_profile, max_chars, require_speech=require_speech
+            )
+        except UnspeakableText as exc:
+            error = UnsupportedCharacters if exc.check.dropped_count else InvalidInput
+            raise error(str(exc), param="input") from exc
+
+    def count_dropped(self, prepared: PreparedText) -> None:
+        """Count and log the characters an accepted text loses to the vocabulary."""
+        check = prepared.check
+        if check.dropped_count:
+            self.metrics.dropped_characters.inc(check.dropped_count)
+            log.info(
+                "input loses %d of %d letters, digits and symbols to the model's vocabulary: %s",
+                check.dropped_count,
+                check.total,
+                check.named(),
+            )
+
+    async def segments(self, text: str, *, speed: float = 1.0) -> list[str]:
+        """Stage 1 for one whole text (a speech request), on the text thread."""
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(
+            self._text_thread, lambda: self.prepare(text, speed=speed)
+        )
+        self.count_dropped(prepared)
+        return prepared.segments
 
     async def items(
         self,
@@ -498,7 +565,8 @@ class ModelRuntime:
         fault: str | None = None,
     ) -> list[SynthesisItem]:
         """Both stages for one whole text (a speech request)."""
-        return await self.items(self.segments(text), voice, speed=speed, seed=seed, fault=fault)
+        segments = await self.segments(text, speed=speed)
+        return await self.items(segments, voice, speed=speed, seed=seed, fault=fault)
 
     # ---- the engine ------------------------------------------------------------------
 

@@ -101,15 +101,15 @@ class SpeechService:
             raise Unavailable("the server is draining", retry_after_s=5)
         fmt = check_target(self.runtime, spec.model, spec.response_format)
         voice = self.runtime.resolve_voice(spec.voice)
-        segments = self.runtime.segments(spec.input)
-        if not segments:
-            raise InvalidInput("input is empty", param="input")
         if len(spec.input) > self.settings.max_input_chars:
             raise InvalidInput(
                 f"input is {len(spec.input)} characters; the limit is "
                 f"{self.settings.max_input_chars} (use /v1/audio/jobs for long texts)",
                 param="input",
             )
+        segments = await self.runtime.segments(spec.input, speed=spec.speed)
+        if not segments:
+            raise InvalidInput("input is empty", param="input")
         fault = None if spec.fault is None else parse_fault(spec.fault)
         items = await self.runtime.items(
             segments, voice, speed=spec.speed, seed=spec.seed, fault=fault
