@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.cache/tools/bin:$(PATH)
 TINY_MODEL := models/tiny-vits
 PORT ?= 8000
 
-.PHONY: setup serve test lint unit e2e
+.PHONY: setup serve test test-slow lint unit e2e
 
 setup:
 	scripts/bootstrap.sh
@@ -27,6 +27,11 @@ lint:
 ## test: set up, lint, type-check and run the default (fast) test suite
 test: setup lint
 	$(VENV)/pytest $(PYTEST_ARGS)
+
+## test-slow: the fast suite plus the slow tier (soaks, long fuzzing, real-voice and
+## recognizer checks: tests marked @pytest.mark.slow); PYTEST_ARGS="-m slow" runs only those
+test-slow: setup
+	$(VENV)/pytest --slow $(PYTEST_ARGS)
 
 ## e2e: the real-cluster suite (needs a kubeconfig; see README)
 e2e: setup

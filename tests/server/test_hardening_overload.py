@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from hardening_figures import add, record
 from server_process import start_server
 
@@ -102,6 +103,10 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
 
 
+# A soak (three bursts, memory compared across them): ~50 s of the default suite's longest
+# call, measured with --durations. The quick check of the same contract (429 with
+# Retry-After, never a 500) stays in the default suite: test_overload_and_drain.py.
+@pytest.mark.slow
 def test_ten_times_the_sustainable_rate_in_repeated_bursts(
     tiny_model_dir: str, tmp_path: Path
 ) -> None:
