@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.cache/tools/bin:$(PATH)
 TINY_MODEL := models/tiny-vits
 PORT ?= 8000
 
-.PHONY: setup serve test test-slow lint unit e2e
+.PHONY: setup serve test test-slow lint unit e2e figures figures-bench
 
 setup:
 	scripts/bootstrap.sh
@@ -36,3 +36,11 @@ test-slow: setup
 ## e2e: the real-cluster suite (needs a kubeconfig; see README)
 e2e: setup
 	$(VENV)/pytest tests/e2e --e2e $(PYTEST_ARGS)
+
+## figures: README's and docs' figure tables from the last full test run and bench/results
+figures:
+	$(VENV)/python scripts/figures.py
+
+## figures-bench: the same, keeping the committed reliability figures (no test run needed)
+figures-bench:
+	$(VENV)/python scripts/figures.py --keep-reliability

@@ -1,15 +1,21 @@
-"""Suite-wide options: slow and real-cluster tests stay behind flags."""
+"""Suite-wide options: slow and real-cluster tests stay behind flags; the figures plugin
+(tests/figures_plugin.py) writes what the tests counted after every run."""
 
 from __future__ import annotations
 
 import os
 
+import figures_plugin
 import pytest
 
 # The suite never needs the model hub (every model it loads is written locally), and a
 # machine without a network would otherwise stall on hub lookups. Set before any test
 # module imports huggingface_hub, which reads it once; an explicit value wins.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    figures_plugin.register(config)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -23,7 +23,6 @@ from operator_helpers import (
     FIGURES,
     KOPF_ERROR_BACKOFFS,
     NAMESPACE,
-    SCENARIOS,
     TEST_BACKOFF,
     TEST_CONFIG,
     VS_RESOURCE,
@@ -35,16 +34,17 @@ from voicefleet_operator.config import OperatorConfig
 from voicefleet_operator.kube import Kube
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
-    """Print the reliability figures the chaos and guard tests recorded (see
-    docs/reliability-operator.md); nothing when none of them ran."""
-    if not FIGURES:
-        return
-    terminalreporter.section("voicefleet operator reliability")
-    for key in sorted(FIGURES):
-        terminalreporter.write_line(f"{key}: {FIGURES[key]}")
-    for scenario in SCENARIOS:
-        terminalreporter.write_line(f"  survived: {scenario}")
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "chaos_scenario: a chaos scenario, counted in the figures when it starts")
+
+
+@pytest.fixture(autouse=True)
+def _count_chaos_scenarios(request: pytest.FixtureRequest) -> None:
+    """Count a chaos scenario as run before anything in it can fail, so the figures say
+    "N survived of M run" from what happened (`survived()` counts the other side)."""
+    if request.node.get_closest_marker("chaos_scenario"):
+        FIGURES["chaos scenarios run"] += 1
 
 
 @pytest.fixture()

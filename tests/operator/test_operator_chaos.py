@@ -28,7 +28,7 @@ from operator_helpers import (
     voiceservice,
 )
 
-pytestmark = pytest.mark.timeout(45)
+pytestmark = [pytest.mark.timeout(45), pytest.mark.chaos_scenario]
 
 VS = "voicefleet.dev/v1alpha1/voiceservices"
 VS_PATH = f"/apis/voicefleet.dev/v1alpha1/namespaces/{NAMESPACE}/voiceservices"

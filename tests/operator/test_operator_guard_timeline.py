@@ -18,7 +18,7 @@ from operator_helpers import FIGURES, NAMESPACE, TEST_CONFIG, eventually, surviv
 from test_operator_guard import GIB, PODS_PATH, VS_PATH, common_free_port, pod_manifest
 from voicefleet_operator.config import OperatorConfig
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.chaos_scenario]
 
 Api = Callable[..., Awaitable[Any]]
 COOLDOWN = 0.3

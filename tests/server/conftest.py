@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_figures import pytest_terminal_summary  # noqa: F401  (prints the figures)
 from hardening_support import start_hardened
 from server_process import ServerProcess, start_server
 

@@ -1,39 +1,16 @@
-"""Figures the hardening tests measure, printed at the end of the session.
+"""Figures the server's hardening tests count: the `server` group of the suite's figures
+plugin (tests/figures_plugin.py), which prints them at the end of every run and writes them
+to `.cache/figures/last-run.json` (or `$VOICEFLEET_FIGURES`) for `make figures`.
 
-Tests call `record(...)`; `pytest_terminal_summary` (imported by tests/server/conftest.py)
-prints them whatever `-s`/`-q` say, so every run states how many fuzz cases, bad inputs,
-faults and overload requests it put the server through, and how many requests were lost.
-Figures are also written to `$VOICEFLEET_FIGURES` (JSON) when that variable is set.
+Tests call `record(name, value)` to set a figure and `add(name, n)` to count: how many fuzz
+cases, bad inputs, faults and overload requests the server went through, and how many
+requests got no answer.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+from figures_plugin import group
 
-import pytest
-
-FIGURES: dict[str, Any] = {}
-
-
-def record(name: str, value: Any) -> None:
-    """Set a figure (a number, or a short dict of numbers)."""
-    FIGURES[name] = value
-
-
-def add(name: str, amount: int = 1) -> None:
-    """Add to a counting figure (requests lost, bad inputs tried...)."""
-    FIGURES[name] = int(FIGURES.get(name, 0)) + amount
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not FIGURES:
-        return
-    terminalreporter.section("voicefleet reliability figures")
-    for name in sorted(FIGURES):
-        terminalreporter.write_line(f"{name}: {json.dumps(FIGURES[name])}")
-    path = os.environ.get("VOICEFLEET_FIGURES")
-    if path:
-        with open(path, "w", encoding="utf-8") as out:
-            json.dump(FIGURES, out, indent=2, sort_keys=True)
+FIGURES = group("server")
+record = FIGURES.record
+add = FIGURES.add

@@ -60,6 +60,7 @@ def metric(url: str, name: str) -> float:
 
 
 def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
+    add("faults_injected")  # before anything can fail: "faults survived" counts the rest
     mates = [(f"Batch mate number {i} speaks.", 100 + i, None) for i in range(4)]
     responses = together(faulty.url, [("This one breaks the model.", 1, "raise"), *mates])
     # Counted before the checks below, which stop the test at the first wrong answer.
@@ -85,6 +86,7 @@ def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
 def test_a_simulated_cuda_oom_splits_the_batch_and_every_request_succeeds(
     faulty: ServerProcess,
 ) -> None:
+    add("faults_injected")
     before = metric(faulty.url, "voicefleet_oom_splits_total")
     for attempt in range(3):  # the burst must land in one batch; on a busy machine, retry
         mates = [(f"Mate {i} of attempt {attempt}.", 200 + i, None) for i in range(3)]
@@ -97,6 +99,7 @@ def test_a_simulated_cuda_oom_splits_the_batch_and_every_request_succeeds(
 
 
 def test_nan_output_is_rerun_in_float32(faulty: ServerProcess) -> None:
+    add("faults_injected")
     before = metric(faulty.url, "voicefleet_fp32_reruns_total")
     response = post(faulty.url, "First sentence. Second sentence.", 3, "nan")
     assert response.status_code == 200 and len(response.content) > 0
@@ -107,6 +110,7 @@ def test_nan_output_is_rerun_in_float32(faulty: ServerProcess) -> None:
 def test_a_hang_gets_504_the_worker_recovers_and_liveness_reflects_the_stuck_thread(
     faulty: ServerProcess,
 ) -> None:
+    add("faults_injected")
     hang_s = 2 * BATCH_TIMEOUT_S + 3  # still stuck when the second deadline passes
     started = time.monotonic()
     stuck = post(faulty.url, "This one never returns.", 4, f"hang={hang_s}")

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from hardening_figures import record
 from server_process import start_server
 
 TEXT = "A sentence to keep the model busy for a moment. " * 6
@@ -36,6 +37,8 @@ def test_overload_gets_429_with_retry_after_and_never_500(
         with ThreadPoolExecutor(24) as pool:
             responses = list(pool.map(lambda _: post(server.url), range(24)))
         statuses = Counter(r.status_code for r in responses)
+        record("overload_quick", {"requests": len(responses), "max_queue": 8,
+                                  "statuses": dict(sorted(statuses.items()))})
         assert set(statuses) <= {200, 429}, statuses
         assert statuses[429] > 0 and statuses[200] > 0, statuses
         for response in responses:
