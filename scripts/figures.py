@@ -217,7 +217,7 @@ RELIABILITY_ROWS: tuple[tuple[str, Row], ...] = (
     ("operator chaos scenarios", _chaos),
     ("memory guard", _guard),
     (
-        "requests that got no answer (fault and overload tests)",
+        "requests that got no answer (fault tests; the overload soak when it runs)",
         lambda server, _: num(_need(server, "requests_lost")),
     ),
 )
