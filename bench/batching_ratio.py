@@ -56,9 +56,9 @@ def main() -> int:
                 model_dir, [*extra, "--dtype", args.dtype, "--max-queue", "10000"],
                 name=f"batching-{name}", env=harness.threads_env(args.threads)))
             servers[name] = srv
-            ready = srv.log_tail(200)
-            tuned = [line for line in ready.splitlines() if "measured" in line or "ready:" in line]
-            print(f"{name}: ready in {srv.startup_s:.1f} s; {' | '.join(tuned)[-200:]}")
+            choice = (srv.tuning or {}).get("batching", {}).get("choice")
+            print(f"{name}: ready in {srv.startup_s:.1f} s, tuned at {srv.tuned_s:.1f} s "
+                  f"(batch limit chosen: {choice}); tuning {srv.tuning}")
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
@@ -90,7 +90,8 @@ def main() -> int:
         target="> 1 where batching pays (GPU); ~1 on CPU where the engine tunes it away",
         json_path=args.json,
         detail={"model": model_dir, "machine": harness.machine(), "summary": summary,
-                "p95_ratio": p95_ratio, "stages": stages},
+                "p95_ratio": p95_ratio, "stages": stages,
+                "tuning": {name: srv.tuning for name, srv in servers.items()}},
     )
     return 0
 

@@ -100,7 +100,9 @@ def main() -> int:
     rounds = []
     with harness.ServerProcess(model_dir, serve_args, name="fairness",
                 env=harness.threads_env(args.threads)) as server:
-        print(f"server ready in {server.startup_s:.1f} s")
+        print(f"server ready in {server.startup_s:.1f} s, tuned at {server.tuned_s:.1f} s: "
+              f"{server.tuning}")
+        tuning = server.tuning
         for r in range(args.rounds):
             res = asyncio.run(_round(server.url, lines, long_text))
             rounds.append(res)
@@ -116,6 +118,7 @@ def main() -> int:
         stats.ratio(stats.percentile(loaded, 95), stats.percentile(idle, 95)),
         target="<= 1.5", json_path=args.json,
         detail={"model": model_dir, "machine": harness.machine(), "rounds": rounds,
+                "serve_args": serve_args, "tuning": tuning,
                 "idle": stats.summarize(idle), "loaded": stats.summarize(loaded)},
     )
     return 0

@@ -52,7 +52,9 @@ def main() -> int:
         seeds += [10_000 + 3 * rep + k for k in range(3)]
     with harness.ServerProcess(model_dir, args.serve_arg, name="streaming",
                 env=harness.threads_env(args.threads)) as server:
-        print(f"server ready in {server.startup_s:.1f} s")
+        print(f"server ready in {server.startup_s:.1f} s, tuned at {server.tuned_s:.1f} s: "
+              f"{server.tuning}")
+        tuning = server.tuning
         results = drive.sequential(server.url, plan, seeds=seeds)
     ttfa = [r.ttfa_s for r in results if r.kind == "stream" and r.ok and r.ttfa_s]
     sse = [r.ttfa_s for r in results if r.kind == "sse" and r.ok and r.ttfa_s]
@@ -75,6 +77,7 @@ def main() -> int:
     harness.report_ratio(
         "streaming_ttfa_vs_first_sentence_alone", value, target="<= 1.2", json_path=args.json,
         detail={"model": model_dir, "machine": harness.machine(), "ttfa_stream_s": ttfa,
+                "serve_args": args.serve_arg, "tuning": tuning,
                 "ttfa_sse_s": sse, "first_sentence_alone_s": first,
                 "stream_whole_s": stream_total, "errors": errors, "seeds": seeds},
     )

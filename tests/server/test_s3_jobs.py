@@ -89,7 +89,7 @@ def test_chunks_and_the_whole_result_come_from_storage(
     assert first["format"] == "flac" and "X-Amz-Signature=" in first["url"]
     assert time.time() + 500 < first["expires_at"] < time.time() + 700  # --job-url-ttl 10m
     stored = samples_of(download(first["url"]))
-    assert len(stored) == round(first["seconds"] * 16000)
+    assert abs(len(stored) - first["seconds"] * 16000) <= 8  # seconds has 3 decimals
     # The pod's own chunk route serves the same samples in the job's format.
     via_pod = b.get(f"/v1/audio/jobs/{job['id']}/chunks/0")
     assert via_pod.headers["content-type"] == "audio/wav"

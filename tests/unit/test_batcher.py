@@ -423,3 +423,18 @@ async def test_a_newcomer_waiting_on_a_stuck_call_moves_to_the_fresh_worker() ->
     model.gate.set()
     await asyncio.gather(long_futures[2])
     await engine.close()
+
+
+async def test_background_work_does_not_preempt() -> None:
+    model = SteppedModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(3)])
+    await long_futures[0]
+    await wait_for(lambda: model.log.count(("start", 1)) == 2, "the second long segment starts")
+    job = engine.submit([item(5)], slo_scale=10.0)[0]
+    model.gate.set()
+    await asyncio.gather(job, *long_futures)
+    second_long_end = [i for i, e in enumerate(model.log) if e == ("end", 1)][1]
+    assert model.log.index(("start", 5)) > second_long_end, model.log
+    await engine.close()

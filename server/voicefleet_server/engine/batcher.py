@@ -476,10 +476,11 @@ class Engine:
         to the worker as an urgent call, nested at the running call's next preemption point."""
         if not (self._preemptive and self._running_preemptible and self._urgent_task is None):
             return
+        # Interactive newcomers only: background work (jobs, slo_scale > 1) waits its turn.
         fresh = [
             s
             for s in self._waiting.values()
-            if not s.progress.dispatched and not s.future.cancelled()
+            if not s.progress.dispatched and s.slo_scale <= 1.0 and not s.future.cancelled()
         ]
         if not fresh:
             return
