@@ -112,6 +112,25 @@ class Recognizer:
             hypothesis = self._decoder.hyp()
         return "" if hypothesis is None else str(hypothesis.hypstr)
 
+    def word_segments(
+        self, waveform: np.ndarray, sampling_rate: int
+    ) -> list[tuple[str, float, float]]:
+        """(word, start s, end s) of each word the recognizer heard, in order; fillers
+        (<s>, </s>, <sil>, [NOISE]) left out, alternate pronunciations ("the(2)") named
+        by their word."""
+        pcm = to_16k_int16(waveform, sampling_rate)
+        with self._lock:
+            self._decoder.start_utt()
+            self._decoder.process_raw(pcm, full_utt=True)
+            self._decoder.end_utt()
+            segments = list(self._decoder.seg())
+        frame_s = 0.01  # pocketsphinx's default frame rate: 100 frames a second
+        return [
+            (seg.word.split("(")[0], seg.start_frame * frame_s, (seg.end_frame + 1) * frame_s)
+            for seg in segments
+            if not seg.word.startswith(("<", "["))
+        ]
+
     def accuracy(self, reference: str, waveform: np.ndarray, sampling_rate: int) -> float:
         return word_accuracy(reference, self.transcribe(waveform, sampling_rate))
 

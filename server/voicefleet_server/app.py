@@ -117,7 +117,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         BodyLimitMiddleware, max_body_bytes=max_body, timeout_s=settings.body_timeout_s
     )
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(api_key, settings.api_key_file))
+    admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
+    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(api_key, settings.api_key_file, admin_key))
     app.add_middleware(RequestMetricsMiddleware, metrics=services.metrics, max_body_bytes=max_body)
     return app
 

@@ -228,6 +228,18 @@ class ServerSettings(BaseModel):
         "segment counts as too_long",
     )
 
+    # ---- tenancy and content (README "API keys, ownership and content policy") ----
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description="an API key that sees and manages every key's uploaded voices and jobs "
+        "(it is accepted as a key too)",
+    )
+    blocked_terms_file: str | None = Field(
+        None,
+        description="file of blocked terms, one a line (/.../ for a regular expression); "
+        "input containing one gets 400 content_policy_violation; re-read when it changes",
+    )
+
     @property
     def quality_limits(self) -> QualityLimits:
         return QualityLimits(

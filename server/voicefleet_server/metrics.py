@@ -27,6 +27,8 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 1
 _SNR_BUCKETS = (-10, 0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 80, 100)
 # What `voicefleet_output_anomalies_total{kind}` counts (serving/quality.py decides).
 ANOMALY_KINDS = ("nan", "silence", "clipping", "low_snr", "too_short", "too_long")
+# Routes whose input the content policy checks (`voicefleet_content_policy_rejections_total`).
+POLICY_ROUTES = ("speech", "captioned_speech", "jobs")
 # Where `voicefleet_gpu_memory_used_bytes` comes from (engine/nvml.py decides).
 GPU_MEMORY_SOURCES = ("process", "device", "torch_reserved")
 
@@ -239,6 +241,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.content_policy_rejections = Counter(
+            "voicefleet_content_policy_rejections",
+            "Requests refused by --blocked-terms-file, by route",
+            ["route"],
+            registry=r,
+        )
+        for route in POLICY_ROUTES:  # exported at 0 from the start
+            self.content_policy_rejections.labels(route)
         self.output_snr_db = Histogram(
             "voicefleet_output_snr_db",
             "Estimated signal-to-noise ratio of each returned segment (WADA-SNR, dB)",

@@ -5,6 +5,10 @@ Kubernetes Secret, re-read when the kubelet updates it). With neither set the se
 open. Probes and metrics stay open for the cluster. Keys are compared as SHA-256 digests
 with `hmac.compare_digest` (constant time, whatever the candidate's length), checked
 against every key without stopping early, and never logged or echoed.
+
+An accepted request carries its caller as a `Principal` (serving/tenancy.py) in the ASGI
+scope's state: the key's owner id, and whether it is `--admin-api-key`, which is accepted
+like any key and sees every key's voices and jobs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voicefleet_server.api.errors import error_response
+from voicefleet_server.serving.tenancy import ANYONE, Principal, key_id
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,9 @@ def _digest(key: str) -> bytes:
 class ApiKeys:
     """The accepted keys (as digests), from the settings and, optionally, a file."""
 
-    def __init__(self, inline: str | None, path: str | None) -> None:
+    def __init__(self, inline: str | None, path: str | None, admin: str | None = None) -> None:
         self._inline = [_digest(k) for k in parse_keys(inline or "")]
+        self._admin = _digest(admin) if admin else None
         self._path = Path(path) if path else None
         self._from_file: list[bytes] = []
         self._file_state: tuple[float, int] | None = None
@@ -58,12 +64,15 @@ class ApiKeys:
                 raise RuntimeError(f"no API keys in {self._path}")
         log.info(
             "API keys: %s",
-            "off" if not self.enabled else f"{len(self._inline) + len(self._from_file)} key(s)",
+            "off"
+            if not self.enabled
+            else f"{len(self._inline) + len(self._from_file)} key(s)"
+            + (" and an admin key" if self._admin else ""),
         )
 
     @property
     def enabled(self) -> bool:
-        return bool(self._inline) or self._path is not None
+        return bool(self._inline) or self._path is not None or self._admin is not None
 
     def _reload(self) -> bool:
         """Re-read the key file if it changed; False when it cannot be read (keys kept)."""
@@ -82,6 +91,10 @@ class ApiKeys:
         return True
 
     def accepts(self, candidate: str) -> bool:
+        return self.identify(candidate) is not None
+
+    def identify(self, candidate: str) -> Principal | None:
+        """The caller a key stands for, or None when it is not accepted."""
         if self._path is not None and time.monotonic() - self._checked_at > RELOAD_EVERY_S:
             self._checked_at = time.monotonic()
             self._reload()
@@ -89,7 +102,19 @@ class ApiKeys:
         match = False
         for key in (*self._inline, *self._from_file):
             match |= hmac.compare_digest(probe, key)
-        return match
+        admin = self._admin is not None and hmac.compare_digest(probe, self._admin)
+        if not (match or admin):
+            return None
+        return Principal(key_id(candidate), admin=admin)
+
+
+def caller(scope: Scope) -> Principal:
+    """The principal the middleware accepted for this request (ANYONE with keys off)."""
+    found = scope.get("state", {}).get(PRINCIPAL)
+    return found if isinstance(found, Principal) else ANYONE
+
+
+PRINCIPAL = "voicefleet.principal"
 
 
 def bearer_token(authorization: bytes | None) -> str | None:
@@ -113,6 +138,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(dict(scope.get("headers", [])).get(b"authorization"))
+        principal = None if token is None else self.keys.identify(token)
         if token is None:
             response = error_response(
                 401,
@@ -120,11 +146,12 @@ class ApiKeyMiddleware:
                 "invalid_request_error",
                 "missing_api_key",
             )
-        elif not self.keys.accepts(token):
+        elif principal is None:
             response = error_response(
                 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
             )
         else:
+            scope.setdefault("state", {})[PRINCIPAL] = principal
             await self.app(scope, receive, send)
             return
         response.headers["WWW-Authenticate"] = "Bearer"

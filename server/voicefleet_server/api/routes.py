@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import time
 from importlib import resources
@@ -19,25 +20,31 @@ from fastapi.responses import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from voicefleet_server.api.auth import caller
 from voicefleet_server.api.errors import error_response
 from voicefleet_server.api.schemas import (
+    CaptionedSpeech,
     ErrorResponse,
     JobChunk,
     JobError,
     JobRequest,
     JobStatus,
+    ModelCapabilities,
     ModelCard,
     ModelList,
     SpeechRequest,
     VoiceCard,
     VoiceDeleted,
     VoiceList,
+    WordTimestamp,
 )
+from voicefleet_server.serving.errors import InvalidInput, TimestampsUnsupported
 from voicefleet_server.serving.jobs import JobView
 from voicefleet_server.serving.ratelimit import client_identity
-from voicefleet_server.serving.runtime import FAULT_HEADER
+from voicefleet_server.serving.runtime import FAULT_HEADER, State
 from voicefleet_server.serving.services import Services
 from voicefleet_server.serving.specs import JobSpec, SpeechSpec
+from voicefleet_server.serving.tenancy import Principal
 
 router = APIRouter()
 _STARTED = int(time.time())
@@ -56,6 +63,15 @@ def services(request: Request) -> Services:
 
 
 Svc = Annotated[Services, Depends(services)]
+
+
+def principal(request: Request) -> Principal:
+    """Who is asking: the API key's owner id (and whether it is the admin key), as the key
+    middleware accepted it; everyone is one tenant with keys off."""
+    return caller(request.scope)
+
+
+Caller = Annotated[Principal, Depends(principal)]
 
 
 async def rate_limit(request: Request, svc: Svc) -> None:
@@ -78,8 +94,24 @@ Limited = Depends(rate_limit)
     summary="Generate audio from text (OpenAI-compatible)",
     dependencies=[Limited],
 )
-async def create_speech(body: SpeechRequest, svc: Svc, request: Request) -> Response:
-    spec = SpeechSpec(
+async def create_speech(body: SpeechRequest, svc: Svc, request: Request, who: Caller) -> Response:
+    if body.timestamps is not None and body.stream_format != "sse":
+        raise TimestampsUnsupported(
+            'word timestamps need stream_format "sse" (speech.audio.timestamps events); '
+            "for a whole file with its timestamps use POST /v1/audio/captioned_speech"
+        )
+    spec = _speech_spec(body, svc, request, who, "speech")
+    if body.stream_format is None:
+        audio, media_type = await svc.speech.speak(spec)
+        return Response(audio, media_type=media_type)
+    chunks, media_type = await svc.speech.stream(spec)
+    return StreamingResponse(chunks, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+def _speech_spec(
+    body: SpeechRequest, svc: Svc, request: Request, who: Principal, route: str
+) -> SpeechSpec:
+    return SpeechSpec(
         model=body.model,
         input=body.input,
         voice=body.voice,
@@ -88,17 +120,59 @@ async def create_speech(body: SpeechRequest, svc: Svc, request: Request) -> Resp
         stream_format=body.stream_format,
         seed=body.seed,
         fault=request.headers.get(FAULT_HEADER) if svc.settings.fault_injection else None,
+        timestamps=body.timestamps is not None or route == "captioned_speech",
+        principal=who,
+        route=route,
     )
-    if body.stream_format is None:
-        audio, media_type = await svc.speech.speak(spec)
-        return Response(audio, media_type=media_type)
-    chunks, media_type = await svc.speech.stream(spec)
-    return StreamingResponse(chunks, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+@router.post(
+    "/v1/audio/captioned_speech",
+    response_model=CaptionedSpeech,
+    responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+    summary="Audio with word timestamps (voicefleet extra; Kokoro-FastAPI's shape)",
+    dependencies=[Limited],
+)
+async def create_captioned_speech(
+    body: SpeechRequest, svc: Svc, request: Request, who: Caller
+) -> Response | CaptionedSpeech:
+    """The speech request's body; the answer is JSON with the whole audio (base64) and its
+    word timestamps, or with `stream_format: "sse"` the speech SSE stream with
+    speech.audio.timestamps events."""
+    if body.stream_format == "audio":
+        raise TimestampsUnsupported(
+            'captioned speech answers JSON, or SSE with stream_format "sse"; raw audio '
+            'streams (stream_format "audio") have no place for timestamps',
+            param="stream_format",
+        )
+    spec = _speech_spec(body, svc, request, who, "captioned_speech")
+    if body.stream_format == "sse":
+        chunks, media_type = await svc.speech.stream(spec)
+        return StreamingResponse(
+            chunks, media_type=media_type, headers={"Cache-Control": "no-cache"}
+        )
+    answer = await svc.speech.captioned(spec)
+    return CaptionedSpeech(
+        audio=base64.b64encode(answer.audio).decode("ascii"),
+        format=answer.format,
+        timestamps=[WordTimestamp.model_validate(t) for t in answer.timestamps],
+    )
+
+
+def _model_card(svc: Services) -> ModelCard:
+    capabilities = None
+    if svc.runtime.state is State.READY or svc.runtime.state is State.DRAINING:
+        model = svc.runtime.model()
+        capabilities = ModelCapabilities(
+            voice_cloning=svc.runtime.clones_voices,
+            word_timestamps=model.silent_tokens is not None,
+        )
+    return ModelCard(id=svc.runtime.model_name, created=_STARTED, capabilities=capabilities)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="Models this pod serves")
 async def list_models(svc: Svc) -> ModelList:
-    return ModelList(data=[ModelCard(id=svc.runtime.model_name, created=_STARTED)])
+    return ModelList(data=[_model_card(svc)])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS)
@@ -110,7 +184,7 @@ async def get_model(model_id: str, svc: Svc) -> Response | ModelCard:
             "invalid_request_error",
             "model_not_found",
         )
-    return ModelCard(id=svc.runtime.model_name, created=_STARTED)
+    return _model_card(svc)
 
 
 @router.get(
@@ -119,8 +193,11 @@ async def get_model(model_id: str, svc: Svc) -> Response | ModelCard:
     responses=_ERRORS,
     summary="Voices of the loaded model, built-in and uploaded",
 )
-async def list_voices(svc: Svc) -> VoiceList:
-    return VoiceList(data=[VoiceCard.model_validate(v) for v in await svc.runtime.catalogue()])
+async def list_voices(svc: Svc, who: Caller) -> VoiceList:
+    """Built-in voices, and the uploaded voices of the caller's API key (all of them for
+    the admin key)."""
+    voices = await svc.runtime.catalogue(who)
+    return VoiceList(data=[VoiceCard.model_validate(v) for v in voices])
 
 
 @router.post(
@@ -128,16 +205,44 @@ async def list_voices(svc: Svc) -> VoiceList:
     response_model=VoiceCard,
     responses={**_ERRORS, 422: {"model": ErrorResponse}},
     dependencies=[Limited],
-    summary="Make a voice from reference audio (SpeechT5 models): wav, flac, mp3 or ogg",
+    summary="Make a voice from reference audio (SpeechT5 models): wav, flac, mp3, ogg, m4a, webm",
 )
 async def upload_voice(
     svc: Svc,
+    who: Caller,
     name: Annotated[str, Form(min_length=1, max_length=128, description="display name")],
-    file: Annotated[UploadFile, File(description="reference audio, up to 30 s / 10 MB")],
+    audio_sample: Annotated[
+        UploadFile | None,
+        File(description="reference audio, up to 30 s / 10 MB (OpenAI's field name)"),
+    ] = None,
+    file: Annotated[
+        UploadFile | None, File(description="the same as audio_sample (voicefleet's own name)")
+    ] = None,
+    consent: Annotated[
+        str | None,
+        Form(
+            min_length=1,
+            max_length=128,
+            description="OpenAI's consent recording id; kept with the voice, not verified",
+        ),
+    ] = None,
+    type: Annotated[
+        str, Form(description='"audio_sample" (the only kind this server makes)')
+    ] = "audio_sample",
 ) -> VoiceCard:
+    if type != "audio_sample":
+        raise InvalidInput(
+            f"voices of type {type!r} are not made here; upload an audio_sample", param="type"
+        )
+    upload = audio_sample if audio_sample is not None else file
+    if upload is None or (audio_sample is not None and file is not None):
+        raise InvalidInput(
+            "send the reference clip as audio_sample (or file), exactly once",
+            param="audio_sample",
+        )
     # Read one byte past the limit so an oversized file is refused without reading it all.
-    data = await file.read(svc.settings.voice_max_upload_bytes + 1)
-    return VoiceCard.model_validate(await svc.runtime.upload_voice(name, data))
+    data = await upload.read(svc.settings.voice_max_upload_bytes + 1)
+    return VoiceCard.model_validate(await svc.runtime.upload_voice(name, data, who, consent))
 
 
 @router.delete(
@@ -147,9 +252,9 @@ async def upload_voice(
     summary="Delete an uploaded voice",
 )
 async def delete_voice(
-    voice_id: Annotated[str, PathParam(min_length=1, max_length=64)], svc: Svc
+    voice_id: Annotated[str, PathParam(min_length=1, max_length=64)], svc: Svc, who: Caller
 ) -> VoiceDeleted:
-    await svc.runtime.delete_voice(voice_id)
+    await svc.runtime.delete_voice(voice_id, who)
     return VoiceDeleted(id=voice_id)
 
 
@@ -248,7 +353,7 @@ JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="job i
     dependencies=[Limited],
     summary="Start a long-form or multi-speaker job; returns at once",
 )
-async def create_job(body: JobRequest, svc: Svc) -> JobStatus:
+async def create_job(body: JobRequest, svc: Svc, who: Caller) -> JobStatus:
     spec = JobSpec(
         model=body.model,
         input=body.input,
@@ -258,7 +363,7 @@ async def create_job(body: JobRequest, svc: Svc) -> JobStatus:
         speed=body.speed,
         seed=body.seed,
     )
-    return _job_status(await svc.jobs.create(spec))
+    return _job_status(await svc.jobs.create(spec, who))
 
 
 @router.get(
@@ -267,8 +372,8 @@ async def create_job(body: JobRequest, svc: Svc) -> JobStatus:
     responses=_JOB_ERRORS,
     summary="A job's status, progress and finished chunks",
 )
-async def get_job(job_id: JobId, svc: Svc) -> JobStatus:
-    return _job_status(await svc.jobs.status(job_id))
+async def get_job(job_id: JobId, svc: Svc, who: Caller) -> JobStatus:
+    return _job_status(await svc.jobs.status(job_id, who))
 
 
 @router.delete(
@@ -277,8 +382,8 @@ async def get_job(job_id: JobId, svc: Svc) -> JobStatus:
     responses=_JOB_ERRORS,
     summary="Cancel a job and delete its audio",
 )
-async def cancel_job(job_id: JobId, svc: Svc) -> JobStatus:
-    return _job_status(await svc.jobs.cancel(job_id))
+async def cancel_job(job_id: JobId, svc: Svc, who: Caller) -> JobStatus:
+    return _job_status(await svc.jobs.cancel(job_id, who))
 
 
 @router.get(
@@ -286,8 +391,8 @@ async def cancel_job(job_id: JobId, svc: Svc) -> JobStatus:
     responses={200: {"content": {"audio/wav": {}, "audio/mpeg": {}}}, **_JOB_ERRORS},
     summary="One finished chunk, as a complete file (served while later chunks render)",
 )
-async def get_job_chunk(job_id: JobId, index: int, svc: Svc) -> Response:
-    body, media_type = await svc.jobs.chunk(job_id, index)
+async def get_job_chunk(job_id: JobId, index: int, svc: Svc, who: Caller) -> Response:
+    body, media_type = await svc.jobs.chunk(job_id, index, who)
     return Response(body, media_type=media_type)
 
 
@@ -300,8 +405,8 @@ async def get_job_chunk(job_id: JobId, index: int, svc: Svc) -> Response:
     },
     summary="The whole result of a succeeded job: a redirect to storage, or streamed",
 )
-async def get_job_audio(job_id: JobId, svc: Svc) -> Response:
-    audio = await svc.jobs.audio(job_id)
+async def get_job_audio(job_id: JobId, svc: Svc, who: Caller) -> Response:
+    audio = await svc.jobs.audio(job_id, who)
     if audio.url is not None:
         return RedirectResponse(audio.url, status_code=307)
     assert audio.body is not None

@@ -70,6 +70,12 @@ class SpeechRequest(BaseModel):
         le=2**63 - 1,
         description="voicefleet extra: reproducible noise for this request",
     )
+    timestamps: Literal["word"] | None = Field(
+        None,
+        description='voicefleet extra: "word" adds speech.audio.timestamps events (word, '
+        "start_time, end_time in seconds) before each segment's audio; needs "
+        "stream_format sse and a model that predicts durations (VITS, Piper)",
+    )
 
 
 class WordTimestamp(BaseModel):
@@ -97,11 +103,23 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class ModelCapabilities(BaseModel):
+    """voicefleet extra: what the loaded model can do beyond plain speech."""
+
+    voice_cloning: bool = Field(..., description="voices from reference audio (SpeechT5)")
+    word_timestamps: bool = Field(
+        ..., description="per-token durations, so word timestamps (VITS, Piper)"
+    )
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "voicefleet"
+    capabilities: ModelCapabilities | None = Field(
+        None, description="voicefleet extra; null while the model loads"
+    )
 
 
 class ModelList(BaseModel):
@@ -111,6 +129,7 @@ class ModelList(BaseModel):
 
 class VoiceCard(BaseModel):
     id: str
+    object: Literal["audio.voice"] = "audio.voice"
     name: str
     model: str
     aliases: list[str] = Field(
@@ -121,6 +140,9 @@ class VoiceCard(BaseModel):
     )
     duration: float | None = Field(None, description="uploaded voices: seconds of reference")
     created_at: int | None = Field(None, description="uploaded voices: unix time of upload")
+    consent: str | None = Field(
+        None, description="uploaded voices: the consent reference given at upload"
+    )
 
 
 class VoiceDeleted(BaseModel):

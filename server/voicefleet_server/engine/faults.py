@@ -102,6 +102,10 @@ class FaultInjectingModel:
     def silent_tokens(self) -> frozenset[int] | None:
         return self.inner.silent_tokens
 
+    @property
+    def frame_samples(self) -> int:
+        return self.inner.frame_samples
+
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
 

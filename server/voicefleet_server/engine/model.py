@@ -88,6 +88,12 @@ class SpeechModel(Protocol):
     def text_profile(self) -> TextProfile: ...
 
     @property
+    def frame_samples(self) -> int:
+        """Samples per frame of the model's acoustic output (the vocoder's hop): one frame
+        is one output token in the usage the API reports."""
+        ...
+
+    @property
     def silent_tokens(self) -> frozenset[int] | None:
         """Token ids that make no sound (blanks, spaces, punctuation), for families that
         fill `SynthesisItem.token_samples`; None: this family predicts no per-token

@@ -9,7 +9,7 @@ four times longer, so the cap counts the words said, not the digits written).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voicefleet_server.engine.model import TextProfile
 from voicefleet_server.engine.segmenter import (
@@ -35,6 +35,9 @@ class PreparedText:
     segments: list[str]
     # What the tokenizer will drop (a few characters: counted and logged by the caller).
     check: VocabularyCheck
+    # Per sentence: as written, as normalized, and the segments cut from the latter (in
+    # order, they are `segments`). Word timestamps map words back through them.
+    sentences: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
 
 def prepare_text(
@@ -51,11 +54,12 @@ def prepare_text(
     `require_speech`: a dialogue turn "..." is a pause, not an error; it gives no segments).
     Thread-safe; a long text (a job) costs about a second per 100k characters.
     """
-    sentences = [
-        normalize(sentence, profile.language, reads_numbers=profile.reads_numbers)
-        for sentence in split_sentences(text, profile.language)
+    pairs = [
+        (written, normalize(written, profile.language, reads_numbers=profile.reads_numbers))
+        for written in split_sentences(text, profile.language)
     ]
-    sentences = [s for s in sentences if s]
+    pairs = [(written, spoken) for written, spoken in pairs if spoken]
+    sentences = [spoken for _, spoken in pairs]
     if profile.vocabulary is None:
         check = VocabularyCheck(total=sum(counts(c) for s in sentences for c in s))
     else:
@@ -73,5 +77,5 @@ def prepare_text(
             + (f"; the model reads {profile.language!r})" if profile.language else ")"),
             check,
         )
-    segments = [piece for sentence in sentences for piece in split_long(sentence, max_chars)]
-    return PreparedText(segments, check)
+    cut = [(written, spoken, split_long(spoken, max_chars)) for written, spoken in pairs]
+    return PreparedText([piece for _, _, pieces in cut for piece in pieces], check, cut)

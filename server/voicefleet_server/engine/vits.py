@@ -188,6 +188,10 @@ class VitsSynthesizer:
         """Symbol -> id of the model's input vocabulary."""
         return dict(self.tokenizer.get_vocab())
 
+    @property
+    def frame_samples(self) -> int:
+        return int(np.prod(self.model.config.upsample_rates))
+
     @functools.cached_property
     def silent_tokens(self) -> frozenset[int]:
         specials = getattr(getattr(self, "tokenizer", None), "all_special_tokens", ())

@@ -78,7 +78,7 @@ class ResultCache:
             return None
         if self.mode == "seeded" and spec.seed is None:
             return None
-        voice = self.runtime.resolve_voice(spec.voice).id
+        voice = self.runtime.resolve_voice(spec.voice, principal=spec.principal).id
         identity = [
             self.runtime.model_name,
             self.settings.revision,

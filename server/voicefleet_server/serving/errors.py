@@ -127,3 +127,12 @@ class ContentPolicyViolation(ServingError):
 
     def __init__(self, param: str = "input") -> None:
         super().__init__("the input was refused by this server's content policy", param=param)
+
+
+class TimestampsUnsupported(ServingError):
+    """Word timestamps were asked of a model, format or stream that cannot give them."""
+
+    code = "timestamps_unsupported"
+
+    def __init__(self, message: str, *, param: str = "timestamps") -> None:
+        super().__init__(message, param=param)

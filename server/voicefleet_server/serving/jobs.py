@@ -45,6 +45,7 @@ from voicefleet_server.serving.audio import (
     to_pcm16,
     wav_header,
 )
+from voicefleet_server.serving.contentpolicy import ContentPolicy
 from voicefleet_server.serving.dialogue import ChunkPlan, parse_script, plan_chunks
 from voicefleet_server.serving.errors import (
     InputTooLarge,
@@ -69,8 +70,9 @@ from voicefleet_server.serving.objectstore import (
 from voicefleet_server.serving.redis_link import RedisDown, RedisLink
 from voicefleet_server.serving.runtime import ModelRuntime, State, clean_text
 from voicefleet_server.serving.specs import JobSpec
-from voicefleet_server.serving.speech import SEGMENT_PAUSE_S, check_target
+from voicefleet_server.serving.speech import SEGMENT_PAUSE_S, check_policy, check_target
 from voicefleet_server.serving.store import JobRecord, JobStore, MemoryJobStore, RedisJobStore
+from voicefleet_server.serving.tenancy import SYSTEM, Principal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,8 +136,10 @@ class JobService:
         runtime: ModelRuntime,
         link: RedisLink | None,
         replica: str,
+        policy: ContentPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = policy
         self.metrics = metrics
         self.runtime = runtime
         self.link = link
@@ -191,7 +195,8 @@ class JobService:
 
     # ---- API -------------------------------------------------------------------------
 
-    async def create(self, spec: JobSpec) -> JobView:
+    async def create(self, spec: JobSpec, principal: Principal) -> JobView:
+        """Accept a job for `principal` (it belongs to that API key) and start it."""
         if self.runtime.draining:
             raise Unavailable("the server is draining", retry_after_s=5)
         if len(spec.input) > self.settings.job_max_input_chars:
@@ -201,10 +206,11 @@ class JobService:
                 param="input",
             )
         check_target(self.runtime, spec.model, spec.response_format)
+        check_policy(self.policy, self.metrics, spec.input, "jobs")
         await self.runtime.ensure_voices(spec.voice, *spec.voices.values())
-        self.runtime.resolve_voice(spec.voice)
+        self.runtime.resolve_voice(spec.voice, principal=principal)
         for label, name in spec.voices.items():
-            self.runtime.resolve_voice(name, param=f"voices.{label}")
+            self.runtime.resolve_voice(name, principal=principal, param=f"voices.{label}")
         request = asdict(spec)
         request["input"] = clean_text(spec.input)
         request["seed"] = spec.seed if spec.seed is not None else secrets.randbits(62)
@@ -229,6 +235,7 @@ class JobService:
             turn_pause_s=self.settings.job_turn_pause_ms / 1000.0,
             segment_pause_s=SEGMENT_PAUSE_S,
             owner=self.replica,
+            key_id=principal.owner,
         )
         store: JobStore = self.memory
         if (
@@ -251,12 +258,12 @@ class JobService:
         self._launch(record, store, request)
         return JobView(record)
 
-    async def status(self, job_id: str) -> JobView:
-        record, _ = await self._find(job_id)
+    async def status(self, job_id: str, principal: Principal) -> JobView:
+        record, _ = await self._find(job_id, principal)
         return JobView(record, await self._links(record))
 
-    async def chunk(self, job_id: str, index: int) -> tuple[bytes, str]:
-        record, store = await self._find(job_id)
+    async def chunk(self, job_id: str, index: int, principal: Principal) -> tuple[bytes, str]:
+        record, store = await self._find(job_id, principal)
         if not 0 <= index < len(record.chunk_samples):
             raise NotFound(f"job {job_id} has chunks 0 to {len(record.chunk_samples) - 1}")
         if record.deleted:
@@ -276,10 +283,10 @@ class JobService:
         body = await asyncio.to_thread(encode, samples, record.sample_rate, fmt)
         return body, fmt.media_type
 
-    async def audio(self, job_id: str) -> JobAudio:
+    async def audio(self, job_id: str, principal: Principal) -> JobAudio:
         """The whole result: with S3 a presigned URL of the object assembled at the end;
         otherwise read chunk by chunk from the store (never whole in memory)."""
-        record, _ = await self._find(job_id)
+        record, _ = await self._find(job_id, principal)
         if record.deleted:
             raise NotFound(f"the audio of job {job_id} was deleted")
         if record.status != "succeeded":
@@ -294,19 +301,20 @@ class JobService:
             return JobAudio(fmt.media_type, url=link.url)
         return JobAudio(fmt.media_type, body=_whole_audio(record, chunks, fmt))
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str, principal: Principal) -> JobView:
         """DELETE: stop the job if it is still rendering and remove its audio from storage.
         The record stays (status `cancelled` unless it had finished, `deleted: true`)
         until --job-ttl-s, so a client polling it sees what happened."""
         run = self._runs.get(job_id)
-        if run is not None and not run.record.terminal:
+        visible = run is not None and principal.sees(run.record.key_id)
+        if run is not None and visible and not run.record.terminal:
             run.cancelled = True  # its task removes the objects again once it has stopped
             if run.task is not None:
                 run.task.cancel()
             view = _as_cancelled(run.record)
             await self._delete_audio(run.store, run.chunks, view)
             return JobView(view)
-        record, store = await self._find(job_id)
+        record, store = await self._find(job_id, principal)
         chunks = self._chunks_for(record)
         if record.terminal:
             record.deleted = True
@@ -331,7 +339,15 @@ class JobService:
 
     # ---- lookups ---------------------------------------------------------------------
 
-    async def _find(self, job_id: str) -> tuple[JobRecord, JobStore]:
+    async def _find(self, job_id: str, principal: Principal) -> tuple[JobRecord, JobStore]:
+        """The job and its store, if `principal` may see it; NotFound otherwise (the same
+        answer as for a job that does not exist, so ids cannot be probed)."""
+        record, store = await self._lookup(job_id)
+        if not principal.sees(record.key_id):
+            raise NotFound(f"no job {job_id!r} (unknown, or expired)", param="id")
+        return record, store
+
+    async def _lookup(self, job_id: str) -> tuple[JobRecord, JobStore]:
         run = self._runs.get(job_id)
         if run is not None:
             return run.record, run.store
@@ -604,7 +620,8 @@ class JobService:
         name = voices.get(chunk.speaker or "", request["voice"])
         return await self.runtime.items(
             chunk.segments,
-            self.runtime.resolve_voice(name),
+            # Checked against its owner when the job was accepted.
+            self.runtime.resolve_voice(name, principal=SYSTEM),
             speed=float(request["speed"]),
             seed=int(request["seed"]),
             first_index=chunk.first_segment,

@@ -24,7 +24,7 @@ import enum
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -37,8 +37,9 @@ from voicefleet_server.engine.families import load_family
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem, TextProfile, Voice
 from voicefleet_server.engine.scheduler import BatchLimits
 from voicefleet_server.engine.segmenter import DEFAULT_CHARS_PER_SECOND, segment_chars
-from voicefleet_server.engine.text import resolve_language
+from voicefleet_server.engine.text import normalize, resolve_language
 from voicefleet_server.engine.textprep import PreparedText, UnspeakableText, prepare_text
+from voicefleet_server.engine.timestamps import WordPlan, plan_words, token_owners
 from voicefleet_server.engine.tuning import (
     TuningReport,
     cap_cuda_allocator,
@@ -53,6 +54,7 @@ from voicefleet_server.serving import requestid
 from voicefleet_server.serving.errors import (
     InvalidInput,
     Overloaded,
+    TimestampsUnsupported,
     Unavailable,
     UnknownModel,
     UnknownVoice,
@@ -60,6 +62,7 @@ from voicefleet_server.serving.errors import (
     VoiceCloningUnsupported,
 )
 from voicefleet_server.serving.quality import QualityMonitor
+from voicefleet_server.serving.tenancy import Principal
 from voicefleet_server.serving.voices import UploadedVoice, VoiceLibrary, is_voice_id
 
 log = logging.getLogger(__name__)
@@ -376,9 +379,10 @@ class ModelRuntime:
     def clones_voices(self) -> bool:
         return self.voice_library.encoder is not None
 
-    def resolve_voice(self, name: str, param: str = "voice") -> Voice:
-        """A built-in voice by id, an OpenAI voice name, or an uploaded voice (fetched
-        beforehand with `ensure_voices`); UnknownVoice naming `param` otherwise."""
+    def resolve_voice(self, name: str, *, principal: Principal, param: str = "voice") -> Voice:
+        """A built-in voice by id, an OpenAI voice name, or an uploaded voice `principal`
+        may use (fetched beforehand with `ensure_voices`); UnknownVoice naming `param`
+        otherwise. Another key's voice answers exactly like one that does not exist."""
         model = self.model()
         for voice in model.voices:
             if voice.id == name:
@@ -393,7 +397,7 @@ class ModelRuntime:
                     "cannot use uploaded voices",
                     param=param,
                 )
-            uploaded = self.voice_library.cached(name)
+            uploaded = self.voice_library.cached(name, principal)
             if uploaded is None:
                 raise UnknownVoice(f"no uploaded voice {name!r} (deleted?)", param=param)
             return Voice(uploaded.id, uploaded.name, 0, embedding=uploaded.embedding)
@@ -420,21 +424,24 @@ class ModelRuntime:
             for voice in model.voices
         ]
 
-    async def catalogue(self) -> list[dict[str, object]]:
-        """Built-in voices, then uploaded ones (when this model clones voices)."""
+    async def catalogue(self, principal: Principal) -> list[dict[str, object]]:
+        """Built-in voices, then the uploaded ones `principal` may see (when this model
+        clones voices)."""
         listed = [{**v, "type": "builtin"} for v in self.builtin_voices()]
         if self.clones_voices:
-            listed += [self._card(v) for v in await self.voice_library.list()]
+            listed += [self._card(v) for v in await self.voice_library.list(principal)]
         return listed
 
-    async def upload_voice(self, name: str, data: bytes) -> dict[str, object]:
-        voice = await self._require_cloning().upload(name, data)
+    async def upload_voice(
+        self, name: str, data: bytes, principal: Principal, consent: str | None = None
+    ) -> dict[str, object]:
+        voice = await self._require_cloning().upload(name, data, principal, consent)
         return self._card(voice)
 
-    async def delete_voice(self, voice_id: str) -> None:
+    async def delete_voice(self, voice_id: str, principal: Principal) -> None:
         if any(v.id == voice_id for v in self.model().voices):
             raise InvalidInput(f"{voice_id!r} is a built-in voice; it cannot be deleted")
-        await self._require_cloning().delete(voice_id)
+        await self._require_cloning().delete(voice_id, principal)
 
     def _require_cloning(self) -> VoiceLibrary:
         model = self.model()
@@ -453,6 +460,7 @@ class ModelRuntime:
             "type": "uploaded",
             "duration": voice.duration,
             "created_at": int(voice.created_at),
+            "consent": voice.consent,
         }
 
     # ---- text -> schedulable items ---------------------------------------------------
@@ -541,6 +549,22 @@ class ModelRuntime:
         token_lists = await loop.run_in_executor(
             self._text_thread, _tokenize, model, list(segments)
         )
+        return self._build(
+            segments, token_lists, voice, speed=speed, seed=seed, first_index=first_index,
+            fault=fault,
+        )  # fmt: skip
+
+    @staticmethod
+    def _build(
+        segments: Sequence[str],
+        token_lists: Sequence[list[int]],
+        voice: Voice,
+        *,
+        speed: float,
+        seed: int | None,
+        first_index: int,
+        fault: str | None,
+    ) -> list[SynthesisItem]:
         return [
             SynthesisItem(
                 tokens,
@@ -554,6 +578,48 @@ class ModelRuntime:
             for offset, tokens in enumerate(token_lists)
             if tokens
         ]
+
+    async def timed_items(
+        self,
+        text: str,
+        voice: Voice,
+        *,
+        speed: float,
+        seed: int | None,
+        fault: str | None = None,
+    ) -> TimedItems:
+        """Both stages for one whole text, with what word timestamps need: the same items
+        as `text_to_items`, plus the input's words and, per item, the input word each
+        token sounds (engine/timestamps.py). TimestampsUnsupported for families that
+        predict no per-token durations."""
+        model = self.model()
+        silent = model.silent_tokens
+        if silent is None:
+            raise TimestampsUnsupported(
+                f"the loaded model {model.name!r} ({model.family}) predicts no per-token "
+                "durations, so it cannot give word timestamps (VITS and Piper voices can)"
+            )
+        profile = self.text_profile
+
+        def weigh(word: str) -> int:
+            spoken = normalize(word, profile.language, reads_numbers=profile.reads_numbers)
+            return len(spoken.split())
+
+        def prepare() -> tuple[list[str], WordPlan]:
+            prepared = self.prepare(text, speed=speed)
+            self.count_dropped(prepared)
+            return prepared.segments, plan_words(prepared.sentences, weigh)
+
+        loop = asyncio.get_running_loop()
+        segments, plan = await loop.run_in_executor(self._text_thread, prepare)
+        token_lists, owner_lists = await loop.run_in_executor(
+            self._text_thread, _tokenize_timed, model, segments, plan, silent
+        )
+        items = self._build(
+            segments, token_lists, voice, speed=speed, seed=seed, first_index=0, fault=fault
+        )
+        owners = [owned for tokens, owned in zip(token_lists, owner_lists, strict=True) if tokens]
+        return TimedItems(items, plan.words, owners, silent)
 
     async def text_to_items(
         self,
@@ -599,3 +665,31 @@ class ModelRuntime:
 def _tokenize(model: SpeechModel, segments: list[str]) -> list[list[int]]:
     """Runs on the text thread."""
     return [model.tokenize(segment) for segment in segments]
+
+
+def _tokenize_timed(
+    model: SpeechModel, segments: list[str], plan: WordPlan, silent: frozenset[int]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Runs on the text thread: each segment's tokens and, per token, the input word it
+    sounds (-1: silent, or a word the plan could not place)."""
+    token_lists, owner_lists = [], []
+    for segment, words_of_segment in zip(segments, plan.segments, strict=True):
+        tokens = model.tokenize(segment)
+        local = token_owners(model.tokenize, segment.split(), tokens, silent) if tokens else []
+        owner_lists.append(
+            [words_of_segment[i] if 0 <= i < len(words_of_segment) else -1 for i in local]
+        )
+        token_lists.append(tokens)
+    return token_lists, owner_lists
+
+
+@dataclass(frozen=True, slots=True)
+class TimedItems:
+    """A text's items with their word alignment (see `ModelRuntime.timed_items`)."""
+
+    items: list[SynthesisItem]
+    # The input's words as captions show them (engine/timestamps.py `display_word`).
+    words: list[str]
+    # Per item: per token, the index in `words` of the word it sounds (-1: silent).
+    owners: list[list[int]]
+    silent: frozenset[int]

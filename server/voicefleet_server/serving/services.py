@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving.cache import ResultCache
+from voicefleet_server.serving.contentpolicy import ContentPolicy
 from voicefleet_server.serving.jobs import JobService
 from voicefleet_server.serving.ratelimit import RateLimiter
 from voicefleet_server.serving.redis_link import RedisLink
@@ -51,13 +52,15 @@ class Services:
         )
         runtime = ModelRuntime(settings, metrics, VoiceLibrary(settings, metrics, link))
         cache = ResultCache(settings, metrics, link, runtime)
+        # Read once here (a configured file that is missing stops the start), re-read live.
+        policy = ContentPolicy(settings.blocked_terms_file)
         return cls(
             settings=settings,
             metrics=metrics,
             redis=link,
             runtime=runtime,
-            speech=SpeechService(settings, metrics, runtime, cache),
-            jobs=JobService(settings, metrics, runtime, link, replica),
+            speech=SpeechService(settings, metrics, runtime, cache, policy),
+            jobs=JobService(settings, metrics, runtime, link, replica, policy),
             rate_limiter=RateLimiter(settings, link),
         )
 

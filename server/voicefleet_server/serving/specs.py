@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from voicefleet_server.serving.tenancy import ANYONE, Principal
+
 
 @dataclass(frozen=True, slots=True)
 class SpeechSpec:
@@ -19,6 +21,13 @@ class SpeechSpec:
     seed: int | None = None
     # Test-only (--fault-injection): the X-Voicefleet-Fault header, see engine/faults.py.
     fault: str | None = None
+    # Word timestamps: SSE speech.audio.timestamps events, or a captioned answer.
+    timestamps: bool = False
+    # Who asks (serving/tenancy.py): which uploaded voices it may use. Not part of the
+    # cache key: uploaded voice ids differ per owner, built-in voices sound the same.
+    principal: Principal = ANYONE
+    # Which route asked, for metrics ("speech" or "captioned_speech").
+    route: str = "speech"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """Where jobs live: a `JobStore` protocol with an in-process and a Redis implementation.
 
-A job is a small JSON record (status, progress, owner) and its request (kept so another
-replica can resume it); its audio lives in a `ChunkStore` (objectstore.py) named by the
-record's `storage`. In Redis every key has the job's TTL; an `active` set lists unfinished
-jobs so replicas can find jobs whose owner stopped heart-beating. Record writes are fenced
-by owner (a replica that lost a job to another cannot overwrite it).
+A job is a small JSON record (status, progress, owning replica, owning API key) and its
+request (kept so another replica can resume it); its audio lives in a `ChunkStore`
+(objectstore.py) named by the record's `storage`. In Redis every key has the job's TTL;
+an `active` set lists unfinished jobs so replicas can find jobs whose owner stopped
+heart-beating. Record writes are fenced by owner (a replica that lost a job to another
+cannot overwrite it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -37,7 +38,9 @@ class JobRecord:
     chunk_samples: list[int | None]  # None until the chunk is stored
     turn_pause_s: float
     segment_pause_s: float
-    owner: str = ""
+    owner: str = ""  # the replica rendering it
+    # The API key that made it (serving/tenancy.py: a hash of the key; "" with keys off).
+    key_id: str = ""
     shared: bool = False  # lives in Redis (visible to every replica)
     updated_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -63,7 +66,9 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, data: str | bytes) -> JobRecord:
-        return cls(**json.loads(data))
+        # Fields a newer replica added are ignored (rolling upgrades share one Redis).
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(data).items() if k in known})
 
 
 class JobStore(Protocol):

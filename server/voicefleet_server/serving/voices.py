@@ -56,6 +56,9 @@ class UploadedVoice:
     created_at: float = 0.0
     # The key id of the uploader (serving/tenancy.py); "" when made with keys off.
     owner: str = ""
+    # What the uploader gave as its consent reference (OpenAI's `consent`: a consent
+    # recording id); kept for audit, not verified here.
+    consent: str | None = None
 
     def to_json(self) -> str:
         vector = base64.b64encode(self.embedding.astype("<f4").tobytes()).decode("ascii")
@@ -66,6 +69,7 @@ class UploadedVoice:
                 "duration": self.duration,
                 "created_at": self.created_at,
                 "owner": self.owner,
+                "consent": self.consent,
                 "embedding": vector,
             }
         )
@@ -81,6 +85,7 @@ class UploadedVoice:
             vector,
             float(raw["created_at"]),
             str(raw.get("owner", "")),
+            raw.get("consent"),
         )
 
 
@@ -285,7 +290,13 @@ class VoiceLibrary:
 
     # ---- upload ------------------------------------------------------------------------
 
-    async def upload(self, name: str, data: bytes, principal: Principal = SYSTEM) -> UploadedVoice:
+    async def upload(
+        self,
+        name: str,
+        data: bytes,
+        principal: Principal = SYSTEM,
+        consent: str | None = None,
+    ) -> UploadedVoice:
         """A voice owned by `principal` from a reference clip (the same clip again: the
         same voice, embedded once)."""
         encoder = self.encoder
@@ -293,6 +304,8 @@ class VoiceLibrary:
         name = name.strip()
         if not name or len(name) > MAX_NAME_CHARS:
             raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters", param="name")
+        if consent is not None and (not consent.strip() or len(consent) > MAX_NAME_CHARS):
+            raise InvalidInput(f"consent must be 1 to {MAX_NAME_CHARS} characters", param="consent")
         if len(data) > self.settings.voice_max_upload_bytes:
             raise InputTooLarge(
                 f"the file is {len(data)} bytes; the limit is "
@@ -312,7 +325,7 @@ class VoiceLibrary:
         future: asyncio.Future[UploadedVoice] = asyncio.get_running_loop().create_future()
         self._pending[voice] = future
         try:
-            made = await self._embed(encoder, voice, name, samples, rate, principal.owner)
+            made = await self._embed(encoder, voice, name, samples, rate, principal.owner, consent)
             future.set_result(made)
             return made
         except BaseException as exc:
@@ -330,6 +343,7 @@ class VoiceLibrary:
         samples: np.ndarray,
         rate: int,
         owner: str,
+        consent: str | None,
     ) -> UploadedVoice:
         self.metrics.voice_cache_misses.inc()
         duration = round(len(samples) / rate, 3)
@@ -342,7 +356,9 @@ class VoiceLibrary:
             return vector
 
         embedding = await asyncio.to_thread(run)
-        made = UploadedVoice(voice, name, duration, embedding, round(time.time(), 3), owner)
+        made = UploadedVoice(
+            voice, name, duration, embedding, round(time.time(), 3), owner, consent
+        )
         await self._store(made)
         return made
 
