@@ -156,3 +156,22 @@ def test_a_job_belongs_to_the_key_that_made_it(
         unknown = b2.get("/v1/audio/jobs/job_" + "0" * 32)
         assert unknown.json()["error"]["code"] == b2.get(paths[0]).json()["error"]["code"]
 
+
+
+def test_speecht5_refuses_timestamps_and_says_so(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """SpeechT5 predicts no per-token durations: word timestamps are a 400 naming why."""
+    with http(replicas[0], KEY_A) as client:
+        card = client.get("/v1/models").json()["data"][0]
+        assert card["capabilities"] == {"voice_cloning": True, "word_timestamps": False}
+        body = {"model": "tts-1", "voice": "alloy", "input": "Hello there."}
+        for route, extra in [
+            ("/v1/audio/captioned_speech", {}),
+            ("/v1/audio/speech", {"stream_format": "sse", "timestamps": "word"}),
+        ]:
+            response = client.post(route, json=body | extra)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == "timestamps_unsupported" and error["param"] == "timestamps"
+            assert "durations" in error["message"]
