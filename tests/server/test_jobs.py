@@ -109,6 +109,21 @@ def test_input_over_the_cap_is_413_and_bad_jobs_are_400_or_404(client: httpx.Cli
     missing = client.get("/v1/audio/jobs/job_doesnotexist")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.delete("/v1/audio/jobs/job_doesnotexist").status_code == 404
+    # OpenAI's voice object works in jobs too; without its id it is a 400 naming the voice.
+    no_id = client.post(
+        "/v1/audio/jobs", json={"input": "Speaker 2: Hi.", "voices": {"Speaker 2": {"x": 1}}}
+    )
+    assert no_id.status_code == 400 and no_id.json()["error"]["param"] == "voices.Speaker 2"
+
+
+def test_voices_as_openai_objects(client: httpx.Client) -> None:
+    job = submit(
+        client,
+        input="Speaker 1: Hello.\nSpeaker 2: Hi there.",
+        voice={"id": "alloy"},
+        voices={"Speaker 1": {"id": "alloy"}, "Speaker 2": "echo"},
+    )
+    assert finished(client, job["id"])["status"] == "succeeded"
 
 
 def test_readyz_reports_no_redis(client: httpx.Client) -> None:
