@@ -43,22 +43,24 @@ class ServerProcess:
 
 
 def start_server(
-    model_dir: str,
+    model_dir: str | None,
     log_dir: Path,
     *args: str,
     ready_timeout: float = 90,
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
+    """`voicefleet serve` on a free port, returned once /readyz answers 200. `model_dir`
+    None: no --model flag (the server's default voice); `env` adds environment variables."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "VOICEFLEET_LOG_LEVEL": "warning"} | (env or {})
+    model_args = [] if model_dir is None else ["--model", model_dir]
     command = [
         sys.executable,
         "-m",
         "voicefleet",
         "serve",
-        "--model",
-        model_dir,
+        *model_args,
         "--host",
         "127.0.0.1",
         "--port",
