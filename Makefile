@@ -13,11 +13,16 @@ setup:
 $(TINY_MODEL)/config.json:
 	$(VENV)/voicefleet make-tiny-model $(TINY_MODEL)
 
-## serve: set up and start the server on the tiny model (MODEL=facebook/mms-tts-eng for a real voice)
+## serve: set up and serve the bundled English voice (MODEL=... for another: a Piper .onnx,
+## facebook/mms-tts-eng, or MODEL=tiny for the random-weight test model)
 serve:
 	scripts/bootstrap.sh --server
+ifeq ($(MODEL),tiny)
 	$(MAKE) --no-print-directory $(TINY_MODEL)/config.json
-	$(VENV)/voicefleet serve --model $(or $(MODEL),$(TINY_MODEL)) --port $(PORT)
+	$(VENV)/voicefleet serve --model $(TINY_MODEL) --port $(PORT)
+else
+	$(VENV)/voicefleet serve $(if $(MODEL),--model $(MODEL)) --port $(PORT)
+endif
 
 lint:
 	$(VENV)/ruff check .

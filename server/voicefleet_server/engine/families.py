@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.model import SpeechModel
+from voicefleet_server.engine.piper import PiperSynthesizer, is_piper_source
 from voicefleet_server.engine.speaker_encoder import SpeakerEncoder
 from voicefleet_server.engine.speecht5 import SpeechT5Synthesizer, is_speecht5
 from voicefleet_server.engine.vits import VitsSynthesizer
@@ -38,7 +39,11 @@ def load_family(
 
     `vocoder` and `speaker_encoder` are read by SpeechT5 only. The model is not warmed up
     here (the caller warms it up before tuning); the encoder is, since nothing else will.
+    Piper voices (a .onnx, a directory holding one, a converted checkpoint, or a bundled
+    voice's name) are converted on first use and cached; `revision` does not apply to them.
     """
+    if is_piper_source(source):
+        return LoadedFamily(PiperSynthesizer(source, precision))
     if is_speecht5(source, revision):
         model = SpeechT5Synthesizer(source, vocoder, precision, revision)
         encoder = SpeakerEncoder(speaker_encoder, precision)

