@@ -13,7 +13,9 @@ import torch
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.engine.piper import (
+    BUNDLED_VOICE,
     PiperSynthesizer,
+    bundled_voice_path,
     is_piper_source,
     phoneme_ids,
     piper_checkpoint,
@@ -278,3 +280,13 @@ def test_text_profile_says_espeak_reads_the_text(synth: PiperSynthesizer) -> Non
     assert profile.language == "en"
     # espeak-ng reads digits itself: "3" becomes phonemes, not silence.
     assert len(synth.tokenize("It costs 3 dollars.")) > len(synth.tokenize("It costs dollars."))
+
+
+def test_the_bundled_voice_is_the_default_and_resolves_by_name(piper_voice_onnx: str) -> None:
+    from voicefleet_server.config import ServerSettings
+
+    assert ServerSettings().model == BUNDLED_VOICE == "en_US-joe-medium"
+    assert bundled_voice_path(BUNDLED_VOICE) == Path(piper_voice_onnx)
+    assert is_piper_source(BUNDLED_VOICE)
+    assert bundled_voice_path("facebook/mms-tts-eng") is None
+
