@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Script 7 - quality and speed of the real voice: word accuracy and real-time factor per
+"""Script 9 - quality and speed of the real voice: word accuracy and real-time factor per
 precision and batch size, and voicefleet vs onnxruntime on the same Piper .onnx.
 
 The bundled voice (en_US-joe-medium, or --voice) is converted, loaded by the engine's

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Script 8 - how long the default voice takes to be ready.
+"""Script 10 - how long the default voice takes to be ready, in process and from a cold cache.
 
 Two views, measured in one run:
 - in process: converting the bundled .onnx (first start only), then model load + warm-up
@@ -8,7 +8,8 @@ Two views, measured in one run:
   machine). Python + torch + transformers imports are timed apart.
 - the real server: `voicefleet serve` with no --model (as `make serve`), wall time from
   process start to /readyz 200, with an empty voice cache (converts) and a filled one, and
-  with --no-autotune (on CPU the default start also times batch sizes with the model).
+  with --no-autotune. (bench/cold_start.py times warm starts over several runs and the
+  CPU tuning after ready; this script adds the in-process split and the first start.)
 
     .venv/bin/python bench/startup.py --json bench/results/startup.json     (~1-2 min)
 """

@@ -1,12 +1,12 @@
 """Text -> IPA phonemes with the `espeak-ng` program, for Piper voices.
 
 espeak-ng is GPL-3, so it runs as a separate program (never linked, no `phonemizer`
-package). Starting one per sentence costs ~45 ms of CPU (it loads its dictionaries each
-time); a persistent `espeak-ng -q --ipa` reads stdin line by line and answers each line
-at once, so a small pool of them answers a sentence in about a millisecond (measured in
-tests/unit/test_phonemize.py's benchmark note and docs/voices.md). Callers run
-`phonemize` off the event loop; the pool lets several requests phonemize at once, and it
-never runs on the engine's worker thread.
+package). Starting one per sentence costs its start-up every time (it loads its
+dictionaries: 20-120 ms a sentence measured on the busy build machine); a persistent
+`espeak-ng -q --ipa` reads stdin line by line and answers each line at once, so a small
+pool of them answers a sentence in a few milliseconds (4-8 ms there; bench/quality.py
+measures both). Callers run `phonemize` off the event loop; the pool lets several
+requests phonemize at once, and it never runs on the engine's worker thread.
 
 Piper feeds its model the clause punctuation espeak consumes (",", ".", "?"...): it
 shapes pauses and intonation. The text is split into clauses here, each clause is

@@ -164,7 +164,7 @@ class PiperSynthesizer(VitsSynthesizer):
         return self.phonemizer.phonemize(text)
 
     def tokenize(self, text: str) -> list[int]:
-        """Phonemes -> ids. Blocks on espeak-ng (~1 ms a sentence): call it off the loop."""
+        """Phonemes -> ids. Blocks on espeak-ng (a few ms a sentence): call it off the loop."""
         return phoneme_ids(self.phonemes(text), self._id_map, self._phoneme_map)
 
     def close(self) -> None:
