@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001  (IPA symbols in phoneme examples)
+# ruff: noqa: RUF001, RUF003  (IPA symbols in phoneme examples)
 """Word timestamps as pure functions: input words -> normalized words -> segment words ->
 tokens -> times."""
 
@@ -129,6 +129,21 @@ def test_alignment_absorbs_a_phonemizer_merging_words() -> None:
     assert [o for o in owners if o >= 0] == sorted(o for o in owners if o >= 0)
 
 
+def test_a_word_said_differently_alone_gets_the_sounds_between_its_neighbours() -> None:
+    # espeak reads "a" alone as the letter ("eɪ"); in "like a cup" it says "ɐ".
+    alone = {"like": "lˈaɪk", "a": "ˈeɪ", "cup": "kˈʌp"}
+
+    def phonemes(text: str) -> list[int]:
+        spoken = "lˈaɪk ɐ kˈʌp" if text == "like a cup" else alone[text]
+        return [ord(c) for c in spoken]
+
+    tokens = phonemes("like a cup")
+    owners = token_owners(phonemes, list(alone), tokens, {ord(" "), ord("ˈ")})
+    heard = {w: "".join(chr(t) for t, o in zip(tokens, owners, strict=True) if o == i)
+             for i, w in enumerate(alone)}  # fmt: skip
+    assert heard == {"like": "laɪk", "a": "ɐ", "cup": "kʌp"}
+
+
 def test_unmatched_tokens_are_shared_by_their_neighbours() -> None:
     def mangled(text: str) -> list[int]:
         # In context, "ab" and "cd" gain two sounds between them nobody says alone.
@@ -138,16 +153,20 @@ def test_unmatched_tokens_are_shared_by_their_neighbours() -> None:
     assert owners == [0, 0, 0, 1, 1, 1]
 
 
-def test_word_times_skip_silent_tokens_and_add_the_segment_offset() -> None:
-    words = ["hi", "you"]
-    tokens = [0, 104, 0, 105, 0, 32, 0, 121, 0]
-    owners = [0, 0, 0, 0, 0, 1, 1, 1, 1]
-    samples = [10, 20, 5, 20, 50, 30, 5, 40, 100]
-    times = word_times(words, owners, samples, {0, 32}, tokens, rate=100, offset_samples=1000)
-    # "hi" from its first letter (after 10 samples of blank) to its last.
-    assert times[0] == (10.1, 10.55)
-    # "you": the blank and space before it are silent; so is the trailing blank.
-    assert times[1] == pytest.approx((11.4, 11.8))
+def test_word_times_run_from_first_sound_to_the_next_break() -> None:
+    # "hi, you": blank h blank i blank , blank space blank y blank end-marker
+    words = ["hi,", "you"]
+    tokens = [0, 104, 0, 105, 0, 44, 0, 32, 0, 121, 0, 36]
+    owners = [-1, 0, -1, 0, -1, -1, -1, -1, -1, 1, -1, -1]
+    samples = [10, 20, 5, 20, 50, 30, 5, 40, 15, 40, 25, 100]
+    times = word_times(
+        words, owners, samples, {0, 44, 32, 36}, {32, 36}, tokens, rate=100, offset_samples=1000
+    )
+    # "hi,": from its first letter (after 10 samples of blank) through the blank after
+    # it, its comma and the comma's blank; not the space.
+    assert times[0] == pytest.approx((10.1, 11.4))
+    # "you": not the space or the blank before it; its trailing blank, not the end marker.
+    assert times[1] == pytest.approx((11.95, 12.6))
 
 
 def test_plan_numbers_words_across_sentences_and_segments() -> None:

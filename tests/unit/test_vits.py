@@ -139,9 +139,12 @@ def test_token_durations_sum_to_the_audio_and_match_solo(tiny_model_dir: str) ->
     assert short.token_samples == solo.token_samples
 
 
-def test_blanks_spaces_and_punctuation_are_silent(tiny_model_dir: str) -> None:
+def test_silent_tokens_and_word_breaks(tiny_model_dir: str) -> None:
     synth = VitsSynthesizer(tiny_model_dir, FP32)
     vocab = synth.tokenizer.get_vocab()
     silent = synth.silent_tokens
-    assert synth.pad_token_id in silent and vocab[" "] in silent
+    assert synth.pad_token_id in silent and vocab[" "] in silent and vocab[","] in silent
     assert all(vocab[c] not in silent for c in "ab" if c in vocab)
+    # Spaces separate words; the blank between every two symbols and punctuation do not.
+    assert vocab[" "] in synth.break_tokens
+    assert synth.pad_token_id not in synth.break_tokens and vocab[","] not in synth.break_tokens

@@ -103,6 +103,10 @@ class FaultInjectingModel:
         return self.inner.silent_tokens
 
     @property
+    def break_tokens(self) -> frozenset[int]:
+        return self.inner.break_tokens
+
+    @property
     def frame_samples(self) -> int:
         return self.inner.frame_samples
 

@@ -94,6 +94,12 @@ class SpeechModel(Protocol):
         ...
 
     @property
+    def break_tokens(self) -> frozenset[int]:
+        """Among `silent_tokens`, those that separate words (spaces, begin/end markers);
+        the others (blanks, punctuation) belong to the word they follow."""
+        ...
+
+    @property
     def silent_tokens(self) -> frozenset[int] | None:
         """Token ids that make no sound (blanks, spaces, punctuation), for families that
         fill `SynthesisItem.token_samples`; None: this family predicts no per-token

@@ -156,6 +156,9 @@ class PiperSynthesizer(VitsSynthesizer):
             time.perf_counter() - started,
         )
 
+    def special_symbols(self) -> frozenset[str]:
+        return frozenset({BOS, EOS, PAD})
+
     def token_symbols(self) -> Mapping[str, Sequence[int]]:
         """Phoneme -> ids of the voice (`phoneme_id_map`)."""
         return dict(self._id_map)

@@ -208,6 +208,7 @@ class SpeechT5Synthesizer:
         self.text_profile = TextProfile("en", False, vocabulary, False)
         # Autoregressive decoding predicts no per-token durations: no word timestamps.
         self.silent_tokens: frozenset[int] | None = None
+        self.break_tokens: frozenset[int] = frozenset()
         self.frame_samples = int(np.prod(self.vocoder.config.upsample_rates))
         log.info(
             "loaded %s (%s parameters) + vocoder %s on %s, precision %s in %.2fs",

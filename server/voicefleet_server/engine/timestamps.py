@@ -13,10 +13,11 @@ lasts. Three maps lead from those tokens back to the words the user wrote:
    aligned with the segment's (a diff): exact for character tokenizers (MMS), and close
    for phonemizers, whose in-context output differs a little from word-by-word output.
 
-A word is heard from the start of its first sounding token to the end of its last one
-(blanks, spaces and punctuation are silent: a pause after a comma is not part of the
-word before it). Input words that get no sounding token (dropped characters, stray
-symbols) have no timestamp. Pure functions throughout.
+A word is heard from the start of its first sounding token up to the next word break
+(a space, a begin/end marker) or the next word's sound: the blank after its last sound and
+the punctuation written with it ("coffee." and the pause of its period) belong to it.
+Input words that get no sounding token (dropped characters, stray symbols) have no
+timestamp. Pure functions throughout.
 """
 
 from __future__ import annotations
@@ -165,21 +166,39 @@ def token_owners(
 
 
 def _fill_gaps(aligned: list[int], default: int) -> None:
-    """Unmatched (-1) runs take their neighbours' owner: the same word on both sides, or
-    the first half the left word and the rest the right one (owners stay monotonic)."""
+    """Give unmatched (-1) runs an owner, keeping owners monotonic. A run goes to the words
+    between its neighbours that matched nothing (espeak says "a" alone as the letter's
+    name but in context as a schwa), shared evenly in order; with no such word, to the
+    word on both sides, or its first half to the left word and the rest to the right.
+    `default` is the last word's index (-1: no words)."""
     known = [i for i, owner in enumerate(aligned) if owner >= 0]
     if not known:
-        aligned[:] = [default if default >= 0 else -1] * len(aligned)
+        _share(aligned, 0, len(aligned), list(range(default + 1)))
         return
-    for i in range(known[0]):
-        aligned[i] = aligned[known[0]]
-    for i in range(known[-1] + 1, len(aligned)):
-        aligned[i] = aligned[known[-1]]
+    first, last = aligned[known[0]], aligned[known[-1]]
+    _share(aligned, 0, known[0], list(range(first)) or [first])
+    _share(aligned, known[-1] + 1, len(aligned), list(range(last + 1, default + 1)) or [last])
     for left, right in itertools.pairwise(known):
+        low, high = aligned[left], aligned[right]
+        between = list(range(low + 1, high))
+        if between:
+            _share(aligned, left + 1, right, between)
+            continue
         gap = right - left - 1
         for offset in range(gap):
-            near_left = offset < (gap + 1) // 2 or aligned[left] == aligned[right]
-            aligned[left + 1 + offset] = aligned[left] if near_left else aligned[right]
+            near_left = offset < (gap + 1) // 2 or low == high
+            aligned[left + 1 + offset] = low if near_left else high
+
+
+def _share(aligned: list[int], start: int, stop: int, owners: list[int]) -> None:
+    """Positions start..stop-1 go to `owners` in order, in runs as even as possible."""
+    span = stop - start
+    if span <= 0:
+        return
+    if not owners:
+        owners = [-1]
+    for offset in range(span):
+        aligned[start + offset] = owners[offset * len(owners) // span]
 
 
 def silent_ids(
@@ -198,31 +217,54 @@ def silent_ids(
     return frozenset(silent)
 
 
+def break_ids(
+    symbols: Mapping[str, int | Sequence[int]],
+    specials: Collection[str] = (),
+    pads: Collection[int] = (),
+) -> frozenset[int]:
+    """Token ids that separate words: whitespace, and special tokens (begin/end markers)
+    other than the blank/pad a tokenizer puts between every two symbols."""
+    breaks: set[int] = set()
+    for symbol, ids in symbols.items():
+        if symbol.isspace() or symbol in specials:
+            breaks.update(i for i in ([ids] if isinstance(ids, int) else ids) if i not in pads)
+    return frozenset(breaks)
+
+
 def word_times(
     words: Sequence[str],
     token_owner: Sequence[int],
     token_samples: Sequence[int],
-    silent: Collection[int] | Callable[[int], bool],
+    silent: Collection[int],
+    breaks: Collection[int],
     token_ids: Sequence[int],
     rate: int,
     offset_samples: int = 0,
 ) -> dict[int, tuple[float, float]]:
     """(start, end) in seconds of each word index that has a sounding token.
 
-    `token_owner[i]` is the word index of token i (-1: none), `token_samples[i]` its
-    duration in samples; `offset_samples` is where the segment starts in the response."""
-    is_silent = silent if callable(silent) else (lambda token: token in silent)
+    A word starts with its first sounding token; it ends with the last token before the
+    next word break (space, begin/end marker) or the next word's sound: the blank after
+    its last sound, and punctuation written with it and its pause ("coffee." includes
+    the period), are part of it; the space after it is not. `token_owner[i]` is the word
+    index of token i (-1: silent), `token_samples[i]` its duration in samples;
+    `offset_samples` is where the segment starts in the response."""
     times: dict[int, tuple[float, float]] = {}
     position = offset_samples
+    current: int | None = None
     for owner, samples, token in zip(token_owner, token_samples, token_ids, strict=False):
         begin, position = position, position + int(samples)
-        if owner < 0 or owner >= len(words) or samples <= 0 or is_silent(token):
-            continue
-        start, end = begin / rate, position / rate
-        if owner in times:
-            start = min(start, times[owner][0])
-            end = max(end, times[owner][1])
-        times[owner] = (start, end)
+        if token in breaks:
+            current = None
+        elif token in silent or owner < 0 or owner >= len(words):
+            if current is not None and samples > 0:
+                times[current] = (times[current][0], position / rate)
+        elif samples > 0:
+            start, end = begin / rate, position / rate
+            if owner in times:
+                start, end = min(start, times[owner][0]), max(end, times[owner][1])
+            times[owner] = (start, end)
+            current = owner
     return times
 
 

@@ -29,7 +29,7 @@ from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem, TextProfile, Voice, padded_token_batch
 from voicefleet_server.engine.preempt import preemption_point
 from voicefleet_server.engine.text import model_language, resolve_language
-from voicefleet_server.engine.timestamps import silent_ids
+from voicefleet_server.engine.timestamps import break_ids, silent_ids
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +192,18 @@ class VitsSynthesizer:
     def frame_samples(self) -> int:
         return int(np.prod(self.model.config.upsample_rates))
 
+    def special_symbols(self) -> frozenset[str]:
+        """Symbols of the vocabulary that are markers, not text (pad, unknown...)."""
+        return frozenset(self.tokenizer.all_special_tokens)
+
     @functools.cached_property
     def silent_tokens(self) -> frozenset[int]:
-        specials = getattr(getattr(self, "tokenizer", None), "all_special_tokens", ())
-        return silent_ids(self.token_symbols(), specials)
+        return silent_ids(self.token_symbols(), self.special_symbols())
+
+    @functools.cached_property
+    def break_tokens(self) -> frozenset[int]:
+        # The pad is the blank between every two symbols (add_blank): not a word break.
+        return break_ids(self.token_symbols(), self.special_symbols(), {self.pad_token_id})
 
     def tokenize(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text)["input_ids"])

@@ -619,7 +619,7 @@ class ModelRuntime:
             segments, token_lists, voice, speed=speed, seed=seed, first_index=0, fault=fault
         )
         owners = [owned for tokens, owned in zip(token_lists, owner_lists, strict=True) if tokens]
-        return TimedItems(items, plan.words, owners, silent)
+        return TimedItems(items, plan.words, owners, silent, model.break_tokens)
 
     async def text_to_items(
         self,
@@ -693,3 +693,5 @@ class TimedItems:
     # Per item: per token, the index in `words` of the word it sounds (-1: silent).
     owners: list[list[int]]
     silent: frozenset[int]
+    # Silent tokens that separate words (others belong to the word before them).
+    breaks: frozenset[int]

@@ -345,6 +345,7 @@ class _WordClock:
                 self._timed.owners[index],
                 item.token_samples,
                 self._timed.silent,
+                self._timed.breaks,
                 item.token_ids,
                 self._rate,
                 start,
