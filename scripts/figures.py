@@ -291,10 +291,39 @@ def _spike(slug: str, signal: str, prefix: str) -> tuple[BenchFigure, BenchFigur
     )
 
 
+def seconds(value: float) -> str:
+    return f"{value:.3g} s"
+
+
 BENCH_FIGURES: tuple[BenchFigure, ...] = (
-    BenchFigure("fairness_tiny", "fairness: p95 of one-liners while a long text renders / p95 "
-                "idle (*tiny* model, `--max-batch-size 1`; `bench/fairness.py`)",
-                "bench/results/fairness_tiny.json", ("value",), ratio),
+    BenchFigure("fairness_mms", "fairness: p95 of one-liners while a long text renders / p95 "
+                "idle (mms-size model, defaults; `bench/fairness.py`; target <= 1.5)",
+                "bench/results/fairness_mms.json", ("value",), ratio),
+    BenchFigure("fairness_joe", "fairness, the same on the bundled real voice (target <= 1.5)",
+                "bench/results/fairness_joe.json", ("value",), ratio),
+    BenchFigure("streaming_ttfa", "streamed time to first audio / first sentence alone (mms, "
+                "defaults; `bench/streaming_ttfa.py`; target <= 1.2)",
+                "bench/results/streaming_ttfa.json", ("value",), ratio),
+    BenchFigure("streaming_ttfa_batch8", "the same with `--max-batch-size 8 --no-autotune`",
+                "bench/results/streaming_ttfa_batch8.json", ("value",), ratio),
+    BenchFigure("idle_overhead", "one request alone: server latency / its own model call (mms, "
+                "float32; `bench/idle_overhead.py`; target <= 1.1)",
+                "bench/results/idle_overhead.json", ("value",), ratio),
+    BenchFigure("cpu_bf16", "bf16-autocast decoder / float32 throughput, raw mms model "
+                "(`bench/cpu_dtype.py`; start-up tuning decides per machine)",
+                "bench/results/cpu_dtype.json", ("value",), ratio),
+    BenchFigure("cold_start", "cold start of the default voice to `/readyz` 200, median of 3 "
+                "(`bench/cold_start.py`; target <= 5 s)",
+                "bench/results/cold_start.json", ("value",), seconds),
+    BenchFigure("piper_fairness", "vs Piper's own server on the same voice: voicefleet's fairness "
+                "(`bench/vs_piper.py`; target <= half of Piper's)",
+                "bench/results/vs_piper.json", ("summary", "voicefleet", "fairness"), ratio),
+    BenchFigure("piper_fairness_peer", "vs Piper: Piper's fairness",
+                "bench/results/vs_piper.json", ("summary", "piper", "fairness"), ratio),
+    BenchFigure("piper_throughput_8", "vs Piper: throughput at 8 streams, voicefleet / Piper "
+                "(target >= 1)",
+                "bench/results/vs_piper.json",
+                ("verdicts", "throughput_at_8_vs_peer", "value"), ratio),
     *_spike("queued_audio", "queued audio-seconds per pod", "queued audio-seconds"),
     *_spike("cpu", "CPU utilisation", "CPU utilisation"),
     *_spike("gpu", "GPU utilisation", "GPU utilisation"),
