@@ -70,6 +70,13 @@ class ServerSettings(BaseModel):
         ge=0,
         description="on SIGTERM, how long to finish accepted work before exiting",
     )
+    model_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="CPU: model calls run side by side, each with cores / running calls intra-op "
+        "threads (1: one call at a time with all of them); ignored on CUDA",
+    )
     autotune: bool = Field(
         True,
         description="on CPU, measure batch sizes (and, with --dtype auto, bf16 vs float32) "

@@ -438,3 +438,86 @@ async def test_background_work_does_not_preempt() -> None:
     second_long_end = [i for i, e in enumerate(model.log) if e == ("end", 1)][1]
     assert model.log.index(("start", 5)) > second_long_end, model.log
     await engine.close()
+
+
+class OverlapModel(FakeModel):
+    """Each call waits at a barrier for a second call to be running at the same time, and
+    records the intra-op threads it ran with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(2, timeout=5)
+        self.threads: dict[int, int] = {}
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        self.threads[items[0].token_ids[0]] = torch.get_num_threads()
+        if items[0].token_ids[0] < 50:
+            self.barrier.wait()  # raises (the item fails) unless another call overlaps
+        return super().synthesize(items)
+
+
+async def test_two_workers_run_two_calls_at_once_sharing_the_cores() -> None:
+    model = OverlapModel()
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        workers=2,
+    )
+    engine.start()
+    a, b = engine.submit([item(1)])[0], engine.submit([item(2)])[0]
+    assert [set(w.tolist()) for w in await asyncio.gather(a, b)] == [{1}, {2}]
+    cores = torch.get_num_threads()
+    # The first call started alone (every core), the second beside it (half of them).
+    assert model.threads == {1: cores, 2: max(1, cores // 2)}
+    await asyncio.gather(engine.submit([item(60)])[0])  # alone again: every core
+    assert model.threads[60] == cores
+    await engine.close()
+
+
+async def test_one_worker_never_overlaps_calls() -> None:
+    model = OverlapModel()
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    engine.start()
+    results = await asyncio.gather(
+        engine.submit([item(1)])[0], engine.submit([item(2)])[0], return_exceptions=True
+    )
+    assert all(isinstance(r, BaseException) for r in results)  # each waited alone at the barrier
+    await engine.close()
+
+
+async def test_with_a_free_worker_a_newcomer_runs_there_instead_of_preempting() -> None:
+    model = SteppedModel(stepped=1, after=0)  # the long segment holds its worker at its gate
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        workers=2,
+    )
+    engine.start()
+    long_segment = engine.submit([item(1)])[0]
+    await wait_for(lambda: ("start", 1) in model.log, "the long segment starts")
+    newcomer = engine.submit([item(2)])[0]
+    await asyncio.wait_for(newcomer, 10)  # with one worker it would wait for the gate
+    assert ("end", 1) not in model.log
+    model.gate.set()
+    await long_segment
+    await engine.close()
+
+
+async def test_a_one_liner_preempts_the_first_call_of_a_long_request() -> None:
+    """A long text just submitted is long-form work from its first segment on: a one-liner
+    arriving during that segment need not wait for it (the text's first audio is delayed
+    by one one-liner)."""
+    model = SteppedModel(stepped=1, after=0)
+    engine = engine_for(model, max_batch_size=1, window_s=0.0)
+    engine.start()
+    long_futures = engine.submit([item(1) for _ in range(3)])
+    await wait_for(lambda: ("start", 1) in model.log, "the long text's first segment starts")
+    newcomer = engine.submit([item(2)])[0]
+    model.gate.set()
+    await asyncio.gather(newcomer, *long_futures)
+    assert model.log.index(("end", 2)) < model.log.index(("end", 1)), model.log
+    await engine.close()

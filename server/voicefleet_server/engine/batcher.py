@@ -111,6 +111,8 @@ class _ModelWorker(Generic[_T]):
         # When the model call now running on this thread started (None between calls).
         self.call_started: float | None = None
         self.abandoned_at: float | None = None
+        # The worker that took over after this one was abandoned (urgent calls moved there).
+        self.replaced_by: _ModelWorker[Any] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -208,6 +210,7 @@ class _Progress:
 
     last_finished: float | None = None
     dispatched: bool = False
+    segments: int = 1
 
 
 @dataclass(eq=False)
@@ -244,6 +247,9 @@ class _Call:
     raw: concurrent.futures.Future[tuple[list[np.ndarray | BaseException], float]]
     worker: _ModelWorker[Any]
     started: float
+    # Continuing work (every request in it has had a segment rendered): urgent newcomers
+    # may run at its preemption points.
+    preemptible: bool = False
 
     @property
     def moved(self) -> bool:
@@ -297,6 +303,12 @@ class Engine:
     # call in progress (engine/preempt.py). None: on CPU, where a call costs the sum of its
     # segments and cannot be shared; on a GPU a batch costs about one segment anyway.
     preempt: bool | None = None
+    # Model calls that may run at once (CPU), each on its own worker thread. 1: one worker
+    # using all of torch's intra-op threads. With more, a call gets cores / running calls
+    # intra-op threads when it starts (a lone call still gets them all): torch's threads
+    # scale poorly, two one-thread calls did 1.9x one call's work on 2 cores (bench/RESULTS.md
+    # finding G1). The model's modules are stateless at inference, so calls may overlap.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self._waiting: dict[int, _Segment] = {}
@@ -307,17 +319,22 @@ class Engine:
         self._idle.set()
         # Segments in model calls now (the running batch and an urgent one nested in it).
         self._busy = 0
-        self._running_preemptible = False
+        # Workers with a call running: its batch, or None for an idle call (tuning probe).
+        self._running: dict[_ModelWorker[Any], _Call | None] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
         self._urgent_task: asyncio.Task[None] | None = None
+        self._cores = torch.get_num_threads()
         self._preemptive = (
             self.preempt if self.preempt is not None else not self.model.device.startswith("cuda")
         )
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
-        # One worker per device: the model is not re-entrant, and one stream of batches
-        # is what keeps a GPU busy without copying the model.
-        self._workers = itertools.count()
-        self._worker = self._new_worker()
+        # One worker per device by default: one stream of batches is what keeps a GPU busy
+        # without copying the model; on CPU `workers` may run calls side by side.
+        self._worker_ids = itertools.count()
+        self._pool: list[_ModelWorker[Any]] = [
+            self._new_worker() for _ in range(max(1, self.workers))
+        ]
         # Workers given up on after a batch timeout whose call has not returned yet.
         self._abandoned: list[_ModelWorker[Any]] = []
         # Calls that run on the worker only while no segment waits (start-up tuning probes).
@@ -352,10 +369,11 @@ class Engine:
         self._fail_idle_calls(EngineStopped("the server is shutting down"))
         if self._urgent_task is not None:
             self._urgent_task.cancel()
-        self._worker.stop()
-        # Let a running batch finish, but never wait on a call the deadline gave up on.
+        for worker in self._pool:
+            worker.stop()
+        # Let running batches finish, but never wait on a call the deadline gave up on.
         timeout = None if self.batch_timeout_s <= 0 else self.batch_timeout_s
-        await asyncio.to_thread(self._worker.join, timeout)
+        await asyncio.gather(*(asyncio.to_thread(w.join, timeout) for w in self._pool))
 
     # ---- admission and submission ----------------------------------------------------
 
@@ -389,7 +407,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[np.ndarray]] = []
-        progress = _Progress()
+        progress = _Progress(segments=len(items))
         request = next(self._requests)
         for index, item in enumerate(items):
             key = next(self._keys)
@@ -441,40 +459,73 @@ class Engine:
 
     async def _schedule(self) -> None:
         while True:
-            if not self._waiting and self._idle_calls:
-                self._running_preemptible = True  # tuning probes make way for anyone
-                try:
-                    await self._run_idle_call(*self._idle_calls.popleft())
-                finally:
-                    self._running_preemptible = False
+            free = [w for w in self._pool if w not in self._running]
+            if not self._waiting and self._idle_calls and len(free) == len(self._pool):
+                await self._run_idle_call(free[0], *self._idle_calls.popleft())
                 continue
-            decision = plan_batch(
-                [s.view(self.deadline_slot_s) for s in self._waiting.values()],
-                self.limits,
-                time.monotonic(),
-            )
-            if not decision.batch:
-                self._wakeup.clear()
-                timeout = decision.wait_s if self._waiting else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
-                continue
-            batch = [self._waiting.pop(key) for key in decision.batch]
-            self._publish_queue()
-            live = [s for s in batch if not s.future.cancelled()]
-            if live:
-                # Only continuing work is preempted: a newcomer's own first call never is.
-                self._running_preemptible = all(s.progress.last_finished is not None for s in live)
-                try:
-                    await self._run(live)
-                finally:
-                    self._running_preemptible = False
+            timeout: float | None = None
+            if free and self._waiting:
+                decision = plan_batch(
+                    [s.view(self.deadline_slot_s) for s in self._waiting.values()],
+                    self.limits,
+                    time.monotonic(),
+                )
+                if decision.batch:
+                    batch = [self._waiting.pop(key) for key in decision.batch]
+                    self._publish_queue()
+                    live = [s for s in batch if not s.future.cancelled()]
+                    if live:
+                        self._launch(live, free[0])
+                    self._mark_idle_if_empty()
+                    continue
+                timeout = decision.wait_s
+            # Nothing to start now: wait for a submission, a finished call, or the window.
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _launch(self, batch: list[_Segment], worker: _ModelWorker[Any]) -> None:
+        # Long-form work is preempted: a request with a segment rendered already, or with
+        # more segments to come. A one-segment request's call never is, so one-liners do
+        # not preempt each other.
+        preemptible = all(
+            s.progress.last_finished is not None or s.progress.segments > 1 for s in batch
+        )
+        call = self._start(batch, urgent=False, worker=worker, preemptible=preemptible)
+        self._running[worker] = call
+        task = asyncio.get_running_loop().create_task(self._finish(call), name="voicefleet-call")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, call: _Call) -> None:
+        try:
+            await self._complete(call)
+        except Exception:  # never expected: a lost batch must not stop the engine quietly
+            log.exception("finishing a batch failed")
+            for segment in call.batch:
+                if not segment.future.done():
+                    segment.future.set_exception(SynthesisError("the engine lost this batch"))
+        finally:
+            self._running.pop(call.worker, None)
             self._mark_idle_if_empty()
+            self._wakeup.set()  # a worker is free
 
     def _maybe_preempt(self) -> None:
         """Newcomers arrived while continuing work runs: send their most urgent segments
         to the worker as an urgent call, nested at the running call's next preemption point."""
-        if not (self._preemptive and self._running_preemptible and self._urgent_task is None):
+        if not self._preemptive or self._urgent_task is not None:
+            return
+        if any(w not in self._running for w in self._pool):
+            return  # a free worker takes the newcomer as its next batch
+        target = next(
+            (
+                w
+                for w, c in self._running.items()
+                if w in self._pool and (c is None or c.preemptible)
+            ),
+            None,
+        )
+        if target is None:
             return
         # Interactive newcomers only: background work (jobs, slo_scale > 1) waits its turn.
         fresh = [
@@ -488,7 +539,8 @@ class Engine:
         batch = [self._waiting.pop(w.key) for w in chosen]
         self._publish_queue()
         self._urgent_task = asyncio.get_running_loop().create_task(
-            self._run_urgent(self._start(batch, urgent=True)), name="voicefleet-urgent"
+            self._run_urgent(self._start(batch, urgent=True, worker=target)),
+            name="voicefleet-urgent",
         )
 
     async def _run_urgent(self, call: _Call) -> None:
@@ -500,10 +552,13 @@ class Engine:
             self._maybe_preempt()  # another newcomer may have come meanwhile
             self._wakeup.set()
 
-    async def _run(self, batch: list[_Segment]) -> None:
-        await self._complete(self._start(batch, urgent=False))
-
-    def _start(self, batch: list[_Segment], urgent: bool) -> _Call:
+    def _start(
+        self,
+        batch: list[_Segment],
+        urgent: bool,
+        worker: _ModelWorker[Any],
+        preemptible: bool = False,
+    ) -> _Call:
         """Hand a batch to the worker now (an urgent one reaches the worker's urgent queue
         before the running call's next preemption point can pass)."""
         started = time.monotonic()
@@ -514,10 +569,16 @@ class Engine:
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
         self._busy += len(batch)
-        worker = self._worker
-        render = functools.partial(self._render_counting_pauses, [s.item for s in batch], urgent)
+        # Several workers: this call's intra-op threads share the cores with the calls
+        # running now (an urgent call nested in another keeps that call's threads).
+        threads = None
+        if len(self._pool) > 1 and not urgent:
+            threads = max(1, self._cores // (len(self._running) + 1))
+        render = functools.partial(
+            self._render_counting_pauses, [s.item for s in batch], urgent, threads
+        )
         submit = worker.submit_urgent if urgent else worker.submit
-        return _Call(batch, submit(render), worker, started)
+        return _Call(batch, submit(render), worker, started, preemptible)
 
     async def _complete(self, call: _Call) -> None:
         """Wait for a call (within the batch deadline) and resolve its segments' futures."""
@@ -557,25 +618,29 @@ class Engine:
             self._abandon(worker)
             if not call.moved:
                 return self._timed_out(job, len(call.batch)), 0.0, True
-            worker = self._worker  # an urgent call queued behind the stuck one moved over
+            # An urgent call queued behind the stuck one moved to its replacement.
+            worker = worker.replaced_by or worker
         try:
             results, paused = await job
         except SynthesisTimeout as exc:  # an urgent call stuck inside a stuck call
             return [exc for _ in call.batch], 0.0, True
         return results, paused, False
 
-    async def _run_idle_call(self, fn: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+    async def _run_idle_call(
+        self, worker: _ModelWorker[Any], fn: Callable[[], Any], future: asyncio.Future[Any]
+    ) -> None:
         if future.done():  # cancelled by its caller
             return
-        worker = self._worker
-        call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn)))
-        if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
-            self._abandon(worker)
-            self._timed_out(call, 0)
-            if not future.done():
-                future.set_exception(SynthesisTimeout(self._timeout_message()))
-            return
+        threads = self._cores if len(self._pool) > 1 else None  # alone: every core
+        self._running[worker] = None  # tuning probes make way for anyone
         try:
+            call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
+            if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
+                self._abandon(worker)
+                self._timed_out(call, 0)
+                if not future.done():
+                    future.set_exception(SynthesisTimeout(self._timeout_message()))
+                return
             result = await call
         except Exception as exc:
             if not future.done():
@@ -583,6 +648,8 @@ class Engine:
         else:
             if not future.done():
                 future.set_result(result)
+        finally:
+            self._running.pop(worker, None)
 
     def _fail_idle_calls(self, exc: Exception) -> None:
         while self._idle_calls:
@@ -593,7 +660,7 @@ class Engine:
     # ---- batch deadline --------------------------------------------------------------
 
     def _new_worker(self) -> _ModelWorker[Any]:
-        return _ModelWorker(f"voicefleet-model-{next(self._workers)}", self._preemptive)
+        return _ModelWorker(f"voicefleet-model-{next(self._worker_ids)}", self._preemptive)
 
     async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:
         """Wait for `job`; False once one of its model calls has run past the deadline."""
@@ -608,7 +675,7 @@ class Engine:
     def _abandon(self, stuck: _ModelWorker[Any]) -> None:
         """Carry on with a fresh worker thread after a call on `stuck` ran past its deadline
         (unless another call's deadline already replaced it)."""
-        if stuck is not self._worker:
+        if stuck not in self._pool:
             return
         log.error(
             "a model call ran past the %.1fs batch deadline; failing it and starting a fresh "
@@ -618,11 +685,13 @@ class Engine:
         stuck.abandoned_at = time.monotonic()
         stuck.stop()
         self._abandoned.append(stuck)
-        self._worker = self._new_worker()
+        fresh = self._new_worker()
+        self._pool[self._pool.index(stuck)] = fresh
+        stuck.replaced_by = fresh
         # Urgent calls waiting for the stuck call's next preemption point move over; one
         # running inside it is stuck with it.
         for urgent in stuck.take_urgent():
-            self._worker.put_urgent(urgent)
+            fresh.put_urgent(urgent)
         stuck.fail_running_urgent(SynthesisTimeout(self._timeout_message()))
 
     def _timed_out(self, job: asyncio.Future[Any], size: int) -> list[np.ndarray | BaseException]:
@@ -665,9 +734,12 @@ class Engine:
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
 
     def _render_counting_pauses(
-        self, items: list[SynthesisItem], urgent: bool
+        self, items: list[SynthesisItem], urgent: bool, threads: int | None = None
     ) -> tuple[list[np.ndarray | BaseException], float]:
-        """`_render_isolating`, and the seconds urgent calls nested in it took."""
+        """`_render_isolating` (with `threads` intra-op threads on this worker thread, when
+        given), and the seconds urgent calls nested in it took."""
+        if threads is not None:
+            torch.set_num_threads(threads)  # OpenMP's count is this thread's own setting
         before = preempt.paused_seconds()
         if urgent:
             # Nested inside a paused call, possibly within its autocast region: this render
@@ -682,9 +754,11 @@ class Engine:
         return self._timed_call(lambda: self.model.synthesize(items))
 
     @staticmethod
-    def _timed_call(fn: Callable[[], _R]) -> _R:
+    def _timed_call(fn: Callable[[], _R], threads: int | None = None) -> _R:
         """One model call, timed for the batch deadline (`_within_deadline`). A call nested
         in another (urgent work at a preemption point) does not eat the other's deadline."""
+        if threads is not None:
+            torch.set_num_threads(threads)
         worker = _ModelWorker.current()
         if worker is None:
             return fn()

@@ -235,6 +235,7 @@ class ModelRuntime:
             max_queue=settings.max_queue,
             metrics=self.metrics,
             batch_timeout_s=settings.batch_timeout_s,
+            workers=1 if device.startswith("cuda") else settings.model_workers,
         )
 
     def _tune(self, model: SpeechModel, device: str) -> BatchLimits:
