@@ -111,6 +111,9 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSett
 
 
 def serve_main(argv: Sequence[str]) -> int:
+    from voicefleet_server.coldstart import pause_collector
+
+    pause_collector()  # resumed by the runtime once the model has loaded
     from pydantic import ValidationError
 
     try:

@@ -15,6 +15,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     ProcessCollector,
 )
@@ -94,6 +95,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        # python_gc_*: start-up pauses the collector (coldstart.py); these show it resumed.
+        GCCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
             "voicefleet_requests",

@@ -29,6 +29,7 @@ from typing import Final
 
 import numpy as np
 
+from voicefleet_server.coldstart import resume_collector
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine import faults
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
@@ -162,7 +163,10 @@ class ModelRuntime:
 
     async def _load(self) -> None:
         try:
-            await asyncio.to_thread(self._load_blocking)
+            try:
+                await asyncio.to_thread(self._load_blocking)
+            finally:
+                resume_collector()
             assert self._engine is not None
             self._engine.start()
             self.state = State.READY
