@@ -107,6 +107,9 @@ class _ModelWorker(Generic[_T]):
         self._urgent: queue.SimpleQueue[_ModelCall[Any]] = queue.SimpleQueue()
         self._urgent_running: concurrent.futures.Future[Any] | None = None
         self.preemptible = preemptible
+        # Intra-op threads this worker's call should use now (None: leave them). The engine
+        # updates it as calls start and end; the call adopts it at its next preemption point.
+        self.threads_wanted: int | None = None
         self.busy_since: float | None = None
         # When the model call now running on this thread started (None between calls).
         self.call_started: float | None = None
@@ -162,7 +165,7 @@ class _ModelWorker(Generic[_T]):
 
     def _loop(self) -> None:
         _thread_state.worker = self
-        hook = self._run_urgent if self.preemptible else None
+        hook = self._at_preemption_point
         while (job := self._jobs.get()) is not None:
             if isinstance(job, _Wake):
                 self._run_urgent()
@@ -180,6 +183,16 @@ class _ModelWorker(Generic[_T]):
                 future.set_result(result)
             finally:
                 self.busy_since = None
+
+    def _at_preemption_point(self) -> None:
+        # Cores freed or claimed by calls on other workers: a call running with every core
+        # drops to its share when another starts (and back when it ends) instead of
+        # oversubscribing them until it finishes.
+        wanted = self.threads_wanted
+        if wanted is not None and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)  # OpenMP's count is this thread's own setting
+        if self.preemptible:
+            self._run_urgent()
 
     def _run_urgent(self) -> None:
         """Run the urgent calls queued so far, each unpreempted, counted as a pause of the
@@ -507,6 +520,8 @@ class Engine:
                     segment.future.set_exception(SynthesisError("the engine lost this batch"))
         finally:
             self._running.pop(call.worker, None)
+            if len(self._pool) > 1:
+                self._share_cores()  # the calls still running may take the freed cores
             self._mark_idle_if_empty()
             self._wakeup.set()  # a worker is free
 
@@ -573,12 +588,21 @@ class Engine:
         # running now (an urgent call nested in another keeps that call's threads).
         threads = None
         if len(self._pool) > 1 and not urgent:
-            threads = max(1, self._cores // (len(self._running) + 1))
+            threads = self._share_cores(starting=worker)
         render = functools.partial(
             self._render_counting_pauses, [s.item for s in batch], urgent, threads
         )
         submit = worker.submit_urgent if urgent else worker.submit
         return _Call(batch, submit(render), worker, started, preemptible)
+
+    def _share_cores(self, starting: _ModelWorker[Any] | None = None) -> int:
+        """Each running call's intra-op threads: cores / calls running (with `starting`),
+        told to every running worker; returns the share."""
+        running = set(self._running) | ({starting} if starting is not None else set())
+        share = max(1, self._cores // max(1, len(running)))
+        for worker in running:
+            worker.threads_wanted = share
+        return share
 
     async def _complete(self, call: _Call) -> None:
         """Wait for a call (within the batch deadline) and resolve its segments' futures."""
@@ -632,6 +656,7 @@ class Engine:
         if future.done():  # cancelled by its caller
             return
         threads = self._cores if len(self._pool) > 1 else None  # alone: every core
+        worker.threads_wanted = threads
         self._running[worker] = None  # tuning probes make way for anyone
         try:
             call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))

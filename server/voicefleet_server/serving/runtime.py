@@ -33,6 +33,7 @@ from voicefleet_server.coldstart import resume_collector
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.engine import faults
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
+from voicefleet_server.engine.cpu import fit_threads_to_quota, model_workers
 from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, resolve_precision
 from voicefleet_server.engine.families import load_family
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem, TextProfile, Voice
@@ -198,6 +199,7 @@ class ModelRuntime:
     def _load_blocking(self) -> None:
         settings = self.settings
         device = resolve_device(settings.device)
+        cores = 1 if device.startswith("cuda") else fit_threads_to_quota()
         precision = resolve_precision(device, settings.dtype)
         self.metrics.set_precision(precision.label)
         self._memory = GpuMemoryReader(device)
@@ -239,7 +241,9 @@ class ModelRuntime:
             max_queue=settings.max_queue,
             metrics=self.metrics,
             batch_timeout_s=settings.batch_timeout_s,
-            workers=1 if device.startswith("cuda") else settings.model_workers,
+            workers=1
+            if device.startswith("cuda")
+            else model_workers(settings.model_workers, cores),
         )
 
     def _tune(self, model: SpeechModel, device: str) -> BatchLimits:

@@ -1,0 +1,67 @@
+"""A pod's CPU quota decides torch's intra-op threads and the model workers on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from voicefleet_server.engine import cpu
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [("200000 100000\n", 2.0), ("150000 100000", 1.5), ("max 100000\n", None), ("", None)],
+)
+def test_cgroup_v2_cpu_max(cpu_max: str, cores: float | None) -> None:
+    assert cpu.quota_cores(cpu_max=cpu_max) == cores
+
+
+@pytest.mark.parametrize(
+    ("quota", "period", "cores"),
+    [("400000\n", "100000\n", 4.0), ("-1\n", "100000\n", None), ("junk", "100000", None)],
+)
+def test_cgroup_v1_cfs_quota(quota: str, period: str, cores: float | None) -> None:
+    assert cpu.quota_cores(cfs_quota_us=quota, cfs_period_us=period) == cores
+
+
+def test_the_quota_is_read_from_the_cgroup_files(tmp_path: Path) -> None:
+    assert cpu.read_quota_cores(tmp_path) is None  # no cgroup files: no limit known
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu.read_quota_cores(tmp_path) == 3.0
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # v2 wins where both exist
+    assert cpu.read_quota_cores(tmp_path) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("visible", "quota", "threads"),
+    [(64, 2.0, 2), (64, 1.5, 1), (64, 0.25, 1), (2, 8.0, 2), (16, None, 16)],
+)
+def test_threads_fit_the_quota_in_whole_cores(
+    visible: int, quota: float | None, threads: int
+) -> None:
+    assert cpu.threads_for(visible, quota) == threads
+
+
+def test_fitting_sets_torch_threads_unless_omp_num_threads_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cpu, "read_quota_cores", lambda: 1.0)
+    try:
+        torch.set_num_threads(4)
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        assert cpu.fit_threads_to_quota() == 4
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert cpu.fit_threads_to_quota() == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_model_workers_default_to_one_per_core() -> None:
+    assert cpu.model_workers(0, 2) == 2
+    assert cpu.model_workers(0, 1) == 1
+    assert cpu.model_workers(3, 16) == 3
