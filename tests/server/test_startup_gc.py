@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from voicefleet_server import coldstart
 from voicefleet_server.config import ServerSettings
 from voicefleet_server.metrics import Metrics
