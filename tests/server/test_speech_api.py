@@ -13,6 +13,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+from same_render import assert_same_render, assert_same_samples
 from server_process import ServerProcess
 
 MODEL = "tts-1"
@@ -76,7 +77,7 @@ def test_pcm_matches_wav(client: httpx.Client) -> None:
         io.BytesIO(speech(client, response_format="wav", seed=3).content), dtype="int16"
     )
     assert rate == 16000
-    assert np.array_equal(np.frombuffer(raw, dtype="<i2"), wav)
+    assert_same_samples(np.frombuffer(raw, dtype="<i2"), wav)
 
 
 def test_default_format_is_mp3_like_openai(client: httpx.Client) -> None:
@@ -102,7 +103,7 @@ def test_audio_stream_arrives_in_chunks_and_equals_the_whole_render(client: http
         assert response.status_code == 200
         chunks = [c for c in response.iter_raw() if c]
     assert len(chunks) >= 2
-    assert b"".join(chunks) == whole
+    assert_same_render(b"".join(chunks), whole)
 
 
 def test_sse_stream_sends_deltas_then_done(client: httpx.Client) -> None:
@@ -116,7 +117,7 @@ def test_sse_stream_sends_deltas_then_done(client: httpx.Client) -> None:
     assert [e["type"] for e in events][-1] == "speech.audio.done"
     deltas = [base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) == 3
-    assert b"".join(deltas) == whole
+    assert_same_render(b"".join(deltas), whole)
 
 
 def test_seed_makes_a_request_reproducible(client: httpx.Client) -> None:
@@ -305,3 +306,11 @@ def _metric(client: httpx.Client, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not exported")
+
+
+def test_renders_with_other_seeds_are_not_the_same_render(client: httpx.Client) -> None:
+    """The rounding allowance of `assert_same_render` cannot hide other noise."""
+    one = speech(client, response_format="pcm", seed=1).content
+    other = speech(client, response_format="pcm", seed=2).content
+    with pytest.raises(AssertionError):
+        assert_same_render(one, other)

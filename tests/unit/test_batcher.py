@@ -456,28 +456,24 @@ class OverlapModel(FakeModel):
         return super().synthesize(items)
 
 
-async def test_two_workers_run_two_calls_at_once_each_with_half_the_cores() -> None:
+async def test_two_workers_run_two_calls_at_once_sharing_the_cores() -> None:
+    model = OverlapModel()
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        workers=2,
+    )
+    engine.start()
+    a, b = engine.submit([item(1)])[0], engine.submit([item(2)])[0]
+    assert [set(w.tolist()) for w in await asyncio.gather(a, b)] == [{1}, {2}]
     cores = torch.get_num_threads()
-    torch.set_num_threads(4)  # the engine shares what it finds when it starts
-    try:
-        model = OverlapModel()
-        engine = Engine(
-            model,  # type: ignore[arg-type]
-            BatchLimits(1, 10_000, 0.0),
-            max_queue=64,
-            metrics=Metrics(),
-            workers=2,
-        )
-        engine.start()
-        a, b = engine.submit([item(1)])[0], engine.submit([item(2)])[0]
-        assert [set(w.tolist()) for w in await asyncio.gather(a, b)] == [{1}, {2}]
-        # A call alone keeps its worker's share too: the same thread count on every
-        # worker keeps a seeded render bit-identical wherever it runs.
-        await asyncio.gather(engine.submit([item(60)])[0])
-        assert model.threads == {1: 2, 2: 2, 60: 2}
-        await engine.close()
-    finally:
-        torch.set_num_threads(cores)
+    # The first call started alone (every core), the second beside it (half of them).
+    assert model.threads == {1: cores, 2: max(1, cores // 2)}
+    await asyncio.gather(engine.submit([item(60)])[0])  # alone again: every core
+    assert model.threads[60] == cores
+    await engine.close()
 
 
 async def test_one_worker_never_overlaps_calls() -> None:
@@ -525,3 +521,56 @@ async def test_a_one_liner_preempts_the_first_call_of_a_long_request() -> None:
     await asyncio.gather(newcomer, *long_futures)
     assert model.log.index(("end", 2)) < model.log.index(("end", 1)), model.log
     await engine.close()
+
+
+class RebalancedModel(FakeModel):
+    """Item 1 records its intra-op threads at each of three preemption points: alone, while
+    item 2 runs on the other worker (held there by `gate`), and after item 2 has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.second_running = threading.Event()
+        self.second_done = threading.Event()
+        self.threads: list[int] = []
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        if items[0].token_ids[0] == 2:
+            self.second_running.set()
+            self.gate.wait(5)
+            return super().synthesize(items)
+        preempt.preemption_point()
+        self.threads.append(torch.get_num_threads())
+        assert self.second_running.wait(5)
+        preempt.preemption_point()
+        self.threads.append(torch.get_num_threads())
+        self.gate.set()
+        assert self.second_done.wait(5)
+        preempt.preemption_point()
+        self.threads.append(torch.get_num_threads())
+        return super().synthesize(items)
+
+
+async def test_a_running_call_gives_up_cores_to_a_call_beside_it_and_takes_them_back() -> None:
+    cores = torch.get_num_threads()
+    torch.set_num_threads(4)  # the engine shares what it finds at start
+    try:
+        model = RebalancedModel()
+        engine = Engine(
+            model,  # type: ignore[arg-type]
+            BatchLimits(1, 10_000, 0.0),
+            max_queue=64,
+            metrics=Metrics(),
+            workers=2,
+        )
+        engine.start()
+        first = engine.submit([item(1)])[0]
+        await wait_for(lambda: len(model.threads) == 1, "the first call runs alone")
+        second = engine.submit([item(2)])[0]
+        await second
+        model.second_done.set()
+        await first
+        assert model.threads == [4, 2, 4]
+        await engine.close()
+    finally:
+        torch.set_num_threads(cores)

@@ -102,13 +102,14 @@ class _ModelWorker(Generic[_T]):
     next preemption point of the call in progress (engine/preempt.py), an idle one at once.
     """
 
-    def __init__(self, name: str, preemptible: bool = False, threads: int | None = None) -> None:
+    def __init__(self, name: str, preemptible: bool = False) -> None:
         self._jobs: queue.SimpleQueue[_ModelCall[_T] | _Wake | None] = queue.SimpleQueue()
         self._urgent: queue.SimpleQueue[_ModelCall[Any]] = queue.SimpleQueue()
         self._urgent_running: concurrent.futures.Future[Any] | None = None
         self.preemptible = preemptible
-        # Intra-op threads of every call on this worker (None: the thread's default).
-        self.threads = threads
+        # Intra-op threads this worker's call should use now (None: leave them). The engine
+        # updates it as calls start and end; the call adopts it at its next preemption point.
+        self.threads_wanted: int | None = None
         self.busy_since: float | None = None
         # When the model call now running on this thread started (None between calls).
         self.call_started: float | None = None
@@ -164,9 +165,7 @@ class _ModelWorker(Generic[_T]):
 
     def _loop(self) -> None:
         _thread_state.worker = self
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)  # OpenMP's count is this thread's own setting
-        hook = self._run_urgent if self.preemptible else None
+        hook = self._at_preemption_point
         while (job := self._jobs.get()) is not None:
             if isinstance(job, _Wake):
                 self._run_urgent()
@@ -184,6 +183,16 @@ class _ModelWorker(Generic[_T]):
                 future.set_result(result)
             finally:
                 self.busy_since = None
+
+    def _at_preemption_point(self) -> None:
+        # Cores freed or claimed by calls on other workers: a call running with every core
+        # drops to its share when another starts (and back when it ends) instead of
+        # oversubscribing them until it finishes.
+        wanted = self.threads_wanted
+        if wanted is not None and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)  # OpenMP's count is this thread's own setting
+        if self.preemptible:
+            self._run_urgent()
 
     def _run_urgent(self) -> None:
         """Run the urgent calls queued so far, each unpreempted, counted as a pause of the
@@ -308,12 +317,10 @@ class Engine:
     # segments and cannot be shared; on a GPU a batch costs about one segment anyway.
     preempt: bool | None = None
     # Model calls that may run at once (CPU), each on its own worker thread. 1: one worker
-    # using all of torch's intra-op threads. With more, each worker gets cores / workers
-    # threads: torch's threads scale poorly (two one-thread calls did 1.9x one two-thread
-    # call's work on 2 cores: bench/RESULTS.md finding G1), and a fixed count per worker
-    # keeps renders bit-identical whichever worker runs them (a seed's promise; reductions
-    # split differently across other thread counts). The model's modules are stateless at
-    # inference, so calls may overlap.
+    # using all of torch's intra-op threads. With more, a call gets cores / running calls
+    # intra-op threads when it starts (a lone call still gets them all): torch's threads
+    # scale poorly, two one-thread calls did 1.9x one call's work on 2 cores (bench/RESULTS.md
+    # finding G1). The model's modules are stateless at inference, so calls may overlap.
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -513,6 +520,8 @@ class Engine:
                     segment.future.set_exception(SynthesisError("the engine lost this batch"))
         finally:
             self._running.pop(call.worker, None)
+            if len(self._pool) > 1:
+                self._share_cores()  # the calls still running may take the freed cores
             self._mark_idle_if_empty()
             self._wakeup.set()  # a worker is free
 
@@ -575,9 +584,25 @@ class Engine:
         self.metrics.batch_size.observe(len(batch))
         self.metrics.padding_waste.observe(padding_waste(token_counts))
         self._busy += len(batch)
-        render = functools.partial(self._render_counting_pauses, [s.item for s in batch], urgent)
+        # Several workers: this call's intra-op threads share the cores with the calls
+        # running now (an urgent call nested in another keeps that call's threads).
+        threads = None
+        if len(self._pool) > 1 and not urgent:
+            threads = self._share_cores(starting=worker)
+        render = functools.partial(
+            self._render_counting_pauses, [s.item for s in batch], urgent, threads
+        )
         submit = worker.submit_urgent if urgent else worker.submit
         return _Call(batch, submit(render), worker, started, preemptible)
+
+    def _share_cores(self, starting: _ModelWorker[Any] | None = None) -> int:
+        """Each running call's intra-op threads: cores / calls running (with `starting`),
+        told to every running worker; returns the share."""
+        running = set(self._running) | ({starting} if starting is not None else set())
+        share = max(1, self._cores // max(1, len(running)))
+        for worker in running:
+            worker.threads_wanted = share
+        return share
 
     async def _complete(self, call: _Call) -> None:
         """Wait for a call (within the batch deadline) and resolve its segments' futures."""
@@ -630,9 +655,11 @@ class Engine:
     ) -> None:
         if future.done():  # cancelled by its caller
             return
+        threads = self._cores if len(self._pool) > 1 else None  # alone: every core
+        worker.threads_wanted = threads
         self._running[worker] = None  # tuning probes make way for anyone
         try:
-            call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn)))
+            call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
             if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
                 self._abandon(worker)
                 self._timed_out(call, 0)
@@ -658,8 +685,7 @@ class Engine:
     # ---- batch deadline --------------------------------------------------------------
 
     def _new_worker(self) -> _ModelWorker[Any]:
-        threads = max(1, self._cores // max(1, self.workers))
-        return _ModelWorker(f"voicefleet-model-{next(self._worker_ids)}", self._preemptive, threads)
+        return _ModelWorker(f"voicefleet-model-{next(self._worker_ids)}", self._preemptive)
 
     async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:
         """Wait for `job`; False once one of its model calls has run past the deadline."""
@@ -733,9 +759,12 @@ class Engine:
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
 
     def _render_counting_pauses(
-        self, items: list[SynthesisItem], urgent: bool
+        self, items: list[SynthesisItem], urgent: bool, threads: int | None = None
     ) -> tuple[list[np.ndarray | BaseException], float]:
-        """`_render_isolating`, and the seconds urgent calls nested in it took."""
+        """`_render_isolating` (with `threads` intra-op threads on this worker thread, when
+        given), and the seconds urgent calls nested in it took."""
+        if threads is not None:
+            torch.set_num_threads(threads)  # OpenMP's count is this thread's own setting
         before = preempt.paused_seconds()
         if urgent:
             # Nested inside a paused call, possibly within its autocast region: this render
@@ -750,9 +779,11 @@ class Engine:
         return self._timed_call(lambda: self.model.synthesize(items))
 
     @staticmethod
-    def _timed_call(fn: Callable[[], _R]) -> _R:
+    def _timed_call(fn: Callable[[], _R], threads: int | None = None) -> _R:
         """One model call, timed for the batch deadline (`_within_deadline`). A call nested
         in another (urgent work at a preemption point) does not eat the other's deadline."""
+        if threads is not None:
+            torch.set_num_threads(threads)
         worker = _ModelWorker.current()
         if worker is None:
             return fn()
