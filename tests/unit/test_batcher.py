@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -574,3 +575,79 @@ async def test_a_running_call_gives_up_cores_to_a_call_beside_it_and_takes_them_
         await engine.close()
     finally:
         torch.set_num_threads(cores)
+
+
+class LongFormModel(FakeModel):
+    """Segments below 10 tick at preemption points until the newcomer (any other id) has
+    looked: it records the ticks before and after a pause and its own thread count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks: dict[int, int] = {}
+        self.looked = threading.Event()
+        self.seen: dict[str, Any] = {}
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        ident = items[0].token_ids[0]
+        if ident < 10:
+            deadline = time.monotonic() + 10
+            while not self.looked.is_set() and time.monotonic() < deadline:
+                preempt.preemption_point()
+                self.ticks[ident] = self.ticks.get(ident, 0) + 1
+                time.sleep(0.002)
+        else:
+            before = dict(self.ticks)
+            time.sleep(0.2)
+            self.seen = {"before": before, "after": dict(self.ticks)}
+            self.seen["threads"] = torch.get_num_threads()
+            self.looked.set()
+        return super().synthesize(items)
+
+
+async def test_urgent_work_on_one_worker_pauses_long_form_work_on_the_others() -> None:
+    cores = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        model = LongFormModel()
+        engine = Engine(
+            model,  # type: ignore[arg-type]
+            BatchLimits(1, 10_000, 0.0),
+            max_queue=64,
+            metrics=Metrics(),
+            workers=2,
+        )
+        engine.start()
+        # Two long texts (two segments each: long-form work), one on each worker.
+        long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
+        await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
+        newcomer = engine.submit([item(50)])[0]
+        await asyncio.gather(newcomer, *long_texts)
+        # While the newcomer ran (nested in one worker), neither long segment moved on,
+        # and the newcomer had every core.
+        assert model.seen["before"] == model.seen["after"], model.seen
+        assert model.seen["threads"] == 4
+        await engine.close()
+    finally:
+        torch.set_num_threads(cores)
+
+
+async def test_a_requests_later_segments_wait_for_its_first_audio_then_spread() -> None:
+    """Beside its first segment on another worker, a later one would take half the cores
+    and delay the first audio."""
+    model = SteppedModel(stepped=1, after=0)  # segment 1 holds at its gate
+    engine = Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        workers=2,
+    )
+    engine.start()
+    futures = engine.submit([item(1), item(2), item(3)])
+    await wait_for(lambda: ("start", 1) in model.log, "the first segment starts")
+    await asyncio.sleep(0.2)  # a free worker had time to take segment 2
+    assert ("start", 2) not in model.log, model.log
+    model.gate.set()
+    await asyncio.gather(*futures)
+    assert model.log.index(("start", 2)) > model.log.index(("end", 1)), model.log
+    await engine.close()

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -93,6 +93,41 @@ def _settle(
             future.set_result(result)
 
 
+class _SharedCores:
+    """The cores that several CPU workers share, and the right of way of urgent work.
+
+    While an urgent call (a newcomer's first segments) runs on one worker, long-form calls
+    on the others wait at their next preemption point, and the urgent call runs with every
+    core: a one-liner arriving during long-form work then takes about its idle time, not
+    its time on one core beside a running call.
+    """
+
+    # A stuck urgent call must not freeze the other workers for good.
+    MAX_WAIT_S = 10.0
+
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self._clear = threading.Event()
+        self._clear.set()
+
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[None]:
+        """Hold every core for the block (an urgent call), at every core's thread count."""
+        self._clear.clear()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.cores)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            self._clear.set()
+
+    def wait_while_claimed(self) -> None:
+        if not self._clear.is_set():
+            with preempt.pausing():  # counted as a pause, like nested urgent work
+                self._clear.wait(self.MAX_WAIT_S)
+
+
 class _ModelWorker(Generic[_T]):
     """One daemon thread that runs model calls in order.
 
@@ -102,7 +137,9 @@ class _ModelWorker(Generic[_T]):
     next preemption point of the call in progress (engine/preempt.py), an idle one at once.
     """
 
-    def __init__(self, name: str, preemptible: bool = False) -> None:
+    def __init__(
+        self, name: str, preemptible: bool = False, shared: _SharedCores | None = None
+    ) -> None:
         self._jobs: queue.SimpleQueue[_ModelCall[_T] | _Wake | None] = queue.SimpleQueue()
         self._urgent: queue.SimpleQueue[_ModelCall[Any]] = queue.SimpleQueue()
         self._urgent_running: concurrent.futures.Future[Any] | None = None
@@ -110,6 +147,10 @@ class _ModelWorker(Generic[_T]):
         # Intra-op threads this worker's call should use now (None: leave them). The engine
         # updates it as calls start and end; the call adopts it at its next preemption point.
         self.threads_wanted: int | None = None
+        # Several workers: urgent work on any of them has the cores (see _SharedCores), and
+        # whether the call now running here (long-form work) gives them up meanwhile.
+        self.shared = shared
+        self.yields_cores = False
         self.busy_since: float | None = None
         # When the model call now running on this thread started (None between calls).
         self.call_started: float | None = None
@@ -188,6 +229,8 @@ class _ModelWorker(Generic[_T]):
         # Cores freed or claimed by calls on other workers: a call running with every core
         # drops to its share when another starts (and back when it ends) instead of
         # oversubscribing them until it finishes.
+        if self.shared is not None and self.yields_cores:
+            self.shared.wait_while_claimed()
         wanted = self.threads_wanted
         if wanted is not None and wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)  # OpenMP's count is this thread's own setting
@@ -205,8 +248,9 @@ class _ModelWorker(Generic[_T]):
             if not future.set_running_or_notify_cancel():
                 continue
             self._urgent_running = future
+            claim = self.shared.claimed() if self.shared is not None else contextlib.nullcontext()
             try:
-                with preempt.hook_installed(None), preempt.pausing():
+                with preempt.hook_installed(None), preempt.pausing(), claim:
                     result = fn()
             except BaseException as exc:
                 _settle(future, exc=exc)
@@ -224,6 +268,12 @@ class _Progress:
     last_finished: float | None = None
     dispatched: bool = False
     segments: int = 1
+
+    @property
+    def first_in_flight(self) -> bool:
+        """A segment has gone to the model and none has come back: the request's first
+        audio is rendering."""
+        return self.dispatched and self.last_finished is None
 
 
 @dataclass(eq=False)
@@ -337,6 +387,7 @@ class Engine:
         self._finishing: set[asyncio.Task[None]] = set()
         self._urgent_task: asyncio.Task[None] | None = None
         self._cores = torch.get_num_threads()
+        self._shared = _SharedCores(self._cores) if self.workers > 1 else None
         self._preemptive = (
             self.preempt if self.preempt is not None else not self.model.device.startswith("cuda")
         )
@@ -477,11 +528,13 @@ class Engine:
                 await self._run_idle_call(free[0], *self._idle_calls.popleft())
                 continue
             timeout: float | None = None
-            if free and self._waiting:
+            # A request's later segments wait for its first audio: rendered beside it on
+            # another worker they would take half its cores and delay its first audio
+            # (streamed time to first audio); once it is out they spread over the workers.
+            ready = [s for s in self._waiting.values() if not s.progress.first_in_flight]
+            if free and ready:
                 decision = plan_batch(
-                    [s.view(self.deadline_slot_s) for s in self._waiting.values()],
-                    self.limits,
-                    time.monotonic(),
+                    [s.view(self.deadline_slot_s) for s in ready], self.limits, time.monotonic()
                 )
                 if decision.batch:
                     batch = [self._waiting.pop(key) for key in decision.batch]
@@ -592,6 +645,8 @@ class Engine:
         render = functools.partial(
             self._render_counting_pauses, [s.item for s in batch], urgent, threads
         )
+        if not urgent:
+            worker.yields_cores = preemptible  # set while the worker is free: no call runs
         submit = worker.submit_urgent if urgent else worker.submit
         return _Call(batch, submit(render), worker, started, preemptible)
 
@@ -657,6 +712,7 @@ class Engine:
             return
         threads = self._cores if len(self._pool) > 1 else None  # alone: every core
         worker.threads_wanted = threads
+        worker.yields_cores = True  # tuning probes make way for anyone
         self._running[worker] = None  # tuning probes make way for anyone
         try:
             call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
@@ -685,7 +741,9 @@ class Engine:
     # ---- batch deadline --------------------------------------------------------------
 
     def _new_worker(self) -> _ModelWorker[Any]:
-        return _ModelWorker(f"voicefleet-model-{next(self._worker_ids)}", self._preemptive)
+        return _ModelWorker(
+            f"voicefleet-model-{next(self._worker_ids)}", self._preemptive, self._shared
+        )
 
     async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:
         """Wait for `job`; False once one of its model calls has run past the deadline."""
