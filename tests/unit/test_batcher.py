@@ -586,6 +586,7 @@ class LongFormModel(FakeModel):
         self.ticks: dict[int, int] = {}
         self.looked = threading.Event()
         self.seen: dict[str, Any] = {}
+        self.looker = 50
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         ident = items[0].token_ids[0]
@@ -595,7 +596,7 @@ class LongFormModel(FakeModel):
                 preempt.preemption_point()
                 self.ticks[ident] = self.ticks.get(ident, 0) + 1
                 time.sleep(0.002)
-        else:
+        elif ident == self.looker:
             before = dict(self.ticks)
             time.sleep(0.2)
             self.seen = {"before": before, "after": dict(self.ticks)}
@@ -651,3 +652,33 @@ async def test_a_requests_later_segments_wait_for_its_first_audio_then_spread() 
     await asyncio.gather(*futures)
     assert model.log.index(("start", 2)) > model.log.index(("end", 1)), model.log
     await engine.close()
+
+
+async def test_with_more_newcomers_queued_urgent_work_keeps_its_share_of_the_cores() -> None:
+    """Under load two one-thread calls do more than one two-thread call: a newcomer with
+    others queued behind it does not pause the other workers."""
+    cores = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        model = LongFormModel()
+        engine = Engine(
+            model,  # type: ignore[arg-type]
+            BatchLimits(1, 10_000, 0.0),
+            max_queue=64,
+            metrics=Metrics(),
+            workers=2,
+        )
+        engine.start()
+        long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
+        await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
+        model.looker = 51  # 50 goes first alone; 51 then leaves 52 queued behind it
+        newcomers = [engine.submit([item(i)])[0] for i in (50, 51, 52)]
+        await asyncio.gather(*newcomers, *long_texts)
+        moved = [
+            k for k in model.seen["before"] if model.seen["after"][k] > model.seen["before"][k]
+        ]
+        assert moved, model.seen  # the long text on the other worker went on
+        assert model.seen["threads"] == 2
+        await engine.close()
+    finally:
+        torch.set_num_threads(cores)

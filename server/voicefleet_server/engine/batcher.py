@@ -248,9 +248,8 @@ class _ModelWorker(Generic[_T]):
             if not future.set_running_or_notify_cancel():
                 continue
             self._urgent_running = future
-            claim = self.shared.claimed() if self.shared is not None else contextlib.nullcontext()
             try:
-                with preempt.hook_installed(None), preempt.pausing(), claim:
+                with preempt.hook_installed(None), preempt.pausing():
                     result = fn()
             except BaseException as exc:
                 _settle(future, exc=exc)
@@ -606,8 +605,13 @@ class Engine:
         chosen = select_batch([s.view(self.deadline_slot_s) for s in fresh], self.limits)
         batch = [self._waiting.pop(w.key) for w in chosen]
         self._publish_queue()
+        # A lone newcomer takes every core, pausing long-form calls on the other workers
+        # (it then takes about its idle time). With more newcomers queued it renders
+        # beside them on its host's share: two one-thread calls do more work than one
+        # two-thread call, and under load throughput is what serves newcomers soonest.
+        claim = len(fresh) == len(batch)
         self._urgent_task = asyncio.get_running_loop().create_task(
-            self._run_urgent(self._start(batch, urgent=True, worker=target)),
+            self._run_urgent(self._start(batch, urgent=True, worker=target, claim=claim)),
             name="voicefleet-urgent",
         )
 
@@ -626,6 +630,7 @@ class Engine:
         urgent: bool,
         worker: _ModelWorker[Any],
         preemptible: bool = False,
+        claim: bool = False,
     ) -> _Call:
         """Hand a batch to the worker now (an urgent one reaches the worker's urgent queue
         before the running call's next preemption point can pass)."""
@@ -643,7 +648,7 @@ class Engine:
         if len(self._pool) > 1 and not urgent:
             threads = self._share_cores(starting=worker)
         render = functools.partial(
-            self._render_counting_pauses, [s.item for s in batch], urgent, threads
+            self._render_counting_pauses, [s.item for s in batch], urgent, threads, claim
         )
         if not urgent:
             worker.yields_cores = preemptible  # set while the worker is free: no call runs
@@ -817,17 +822,23 @@ class Engine:
         return self._render_isolating(items[:middle]) + self._render_isolating(items[middle:])
 
     def _render_counting_pauses(
-        self, items: list[SynthesisItem], urgent: bool, threads: int | None = None
+        self,
+        items: list[SynthesisItem],
+        urgent: bool,
+        threads: int | None = None,
+        claim: bool = False,
     ) -> tuple[list[np.ndarray | BaseException], float]:
         """`_render_isolating` (with `threads` intra-op threads on this worker thread, when
-        given), and the seconds urgent calls nested in it took."""
+        given; an urgent call that `claim`s runs with every core while long-form calls on
+        the other workers wait), and the seconds urgent calls nested in it took."""
         if threads is not None:
             torch.set_num_threads(threads)  # OpenMP's count is this thread's own setting
         before = preempt.paused_seconds()
         if urgent:
             # Nested inside a paused call, possibly within its autocast region: this render
             # sets up its own precision.
-            with torch.autocast("cpu", enabled=False):
+            cores = self._shared.claimed() if claim and self._shared else contextlib.nullcontext()
+            with torch.autocast("cpu", enabled=False), cores:
                 results = self._render_isolating(items)
         else:
             results = self._render_isolating(items)
