@@ -5,9 +5,10 @@ identify it, so any cross-talk shows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -441,6 +442,28 @@ async def test_background_work_does_not_preempt() -> None:
     await engine.close()
 
 
+def two_worker_engine(model: FakeModel) -> Engine:
+    """Two CPU model workers, batches of one, no window."""
+    return Engine(
+        model,  # type: ignore[arg-type]
+        BatchLimits(1, 10_000, 0.0),
+        max_queue=64,
+        metrics=Metrics(),
+        workers=2,
+    )
+
+
+@contextlib.contextmanager
+def four_torch_threads() -> Iterator[None]:
+    """The engine shares the cores torch reports when it starts: four, on any machine."""
+    cores = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(cores)
+
+
 class OverlapModel(FakeModel):
     """Each call waits at a barrier for a second call to be running at the same time, and
     records the intra-op threads it ran with."""
@@ -459,13 +482,7 @@ class OverlapModel(FakeModel):
 
 async def test_two_workers_run_two_calls_at_once_sharing_the_cores() -> None:
     model = OverlapModel()
-    engine = Engine(
-        model,  # type: ignore[arg-type]
-        BatchLimits(1, 10_000, 0.0),
-        max_queue=64,
-        metrics=Metrics(),
-        workers=2,
-    )
+    engine = two_worker_engine(model)
     engine.start()
     a, b = engine.submit([item(1)])[0], engine.submit([item(2)])[0]
     assert [set(w.tolist()) for w in await asyncio.gather(a, b)] == [{1}, {2}]
@@ -490,13 +507,7 @@ async def test_one_worker_never_overlaps_calls() -> None:
 
 async def test_with_a_free_worker_a_newcomer_runs_there_instead_of_preempting() -> None:
     model = SteppedModel(stepped=1, after=0)  # the long segment holds its worker at its gate
-    engine = Engine(
-        model,  # type: ignore[arg-type]
-        BatchLimits(1, 10_000, 0.0),
-        max_queue=64,
-        metrics=Metrics(),
-        workers=2,
-    )
+    engine = two_worker_engine(model)
     engine.start()
     long_segment = engine.submit([item(1)])[0]
     await wait_for(lambda: ("start", 1) in model.log, "the long segment starts")
@@ -553,17 +564,9 @@ class RebalancedModel(FakeModel):
 
 
 async def test_a_running_call_gives_up_cores_to_a_call_beside_it_and_takes_them_back() -> None:
-    cores = torch.get_num_threads()
-    torch.set_num_threads(4)  # the engine shares what it finds at start
-    try:
+    with four_torch_threads():
         model = RebalancedModel()
-        engine = Engine(
-            model,  # type: ignore[arg-type]
-            BatchLimits(1, 10_000, 0.0),
-            max_queue=64,
-            metrics=Metrics(),
-            workers=2,
-        )
+        engine = two_worker_engine(model)
         engine.start()
         first = engine.submit([item(1)])[0]
         await wait_for(lambda: len(model.threads) == 1, "the first call runs alone")
@@ -573,8 +576,6 @@ async def test_a_running_call_gives_up_cores_to_a_call_beside_it_and_takes_them_
         await first
         assert model.threads == [4, 2, 4]
         await engine.close()
-    finally:
-        torch.set_num_threads(cores)
 
 
 class LongFormModel(FakeModel):
@@ -606,17 +607,9 @@ class LongFormModel(FakeModel):
 
 
 async def test_urgent_work_on_one_worker_pauses_long_form_work_on_the_others() -> None:
-    cores = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
+    with four_torch_threads():
         model = LongFormModel()
-        engine = Engine(
-            model,  # type: ignore[arg-type]
-            BatchLimits(1, 10_000, 0.0),
-            max_queue=64,
-            metrics=Metrics(),
-            workers=2,
-        )
+        engine = two_worker_engine(model)
         engine.start()
         # Two long texts (two segments each: long-form work), one on each worker.
         long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
@@ -628,21 +621,13 @@ async def test_urgent_work_on_one_worker_pauses_long_form_work_on_the_others() -
         assert model.seen["before"] == model.seen["after"], model.seen
         assert model.seen["threads"] == 4
         await engine.close()
-    finally:
-        torch.set_num_threads(cores)
 
 
 async def test_a_requests_later_segments_wait_for_its_first_audio_then_spread() -> None:
     """Beside its first segment on another worker, a later one would take half the cores
     and delay the first audio."""
     model = SteppedModel(stepped=1, after=0)  # segment 1 holds at its gate
-    engine = Engine(
-        model,  # type: ignore[arg-type]
-        BatchLimits(1, 10_000, 0.0),
-        max_queue=64,
-        metrics=Metrics(),
-        workers=2,
-    )
+    engine = two_worker_engine(model)
     engine.start()
     futures = engine.submit([item(1), item(2), item(3)])
     await wait_for(lambda: ("start", 1) in model.log, "the first segment starts")
@@ -657,17 +642,9 @@ async def test_a_requests_later_segments_wait_for_its_first_audio_then_spread() 
 async def test_with_more_newcomers_queued_urgent_work_keeps_its_share_of_the_cores() -> None:
     """Under load two one-thread calls do more than one two-thread call: a newcomer with
     others queued behind it does not pause the other workers."""
-    cores = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
+    with four_torch_threads():
         model = LongFormModel()
-        engine = Engine(
-            model,  # type: ignore[arg-type]
-            BatchLimits(1, 10_000, 0.0),
-            max_queue=64,
-            metrics=Metrics(),
-            workers=2,
-        )
+        engine = two_worker_engine(model)
         engine.start()
         long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
         await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
@@ -680,5 +657,3 @@ async def test_with_more_newcomers_queued_urgent_work_keeps_its_share_of_the_cor
         assert moved, model.seen  # the long text on the other worker went on
         assert model.seen["threads"] == 2
         await engine.close()
-    finally:
-        torch.set_num_threads(cores)
