@@ -606,14 +606,22 @@ class LongFormModel(FakeModel):
         return super().synthesize(items)
 
 
+async def long_texts_on_both_workers(
+    model: LongFormModel,
+) -> tuple[Engine, list[asyncio.Future[np.ndarray]]]:
+    """A two-worker engine rendering two long texts (two segments each: long-form work),
+    one on each worker."""
+    engine = two_worker_engine(model)
+    engine.start()
+    long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
+    await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
+    return engine, long_texts
+
+
 async def test_urgent_work_on_one_worker_pauses_long_form_work_on_the_others() -> None:
     with four_torch_threads():
         model = LongFormModel()
-        engine = two_worker_engine(model)
-        engine.start()
-        # Two long texts (two segments each: long-form work), one on each worker.
-        long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
-        await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
+        engine, long_texts = await long_texts_on_both_workers(model)
         newcomer = engine.submit([item(50)])[0]
         await asyncio.gather(newcomer, *long_texts)
         # While the newcomer ran (nested in one worker), neither long segment moved on,
@@ -644,10 +652,7 @@ async def test_with_more_newcomers_queued_urgent_work_keeps_its_share_of_the_cor
     others queued behind it does not pause the other workers."""
     with four_torch_threads():
         model = LongFormModel()
-        engine = two_worker_engine(model)
-        engine.start()
-        long_texts = [*engine.submit([item(1), item(5)]), *engine.submit([item(2), item(6)])]
-        await wait_for(lambda: len(model.ticks) == 2, "both workers render a long text")
+        engine, long_texts = await long_texts_on_both_workers(model)
         model.looker = 51  # 50 goes first alone; 51 then leaves 52 queued behind it
         newcomers = [engine.submit([item(i)])[0] for i in (50, 51, 52)]
         await asyncio.gather(*newcomers, *long_texts)

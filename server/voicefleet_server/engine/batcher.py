@@ -1,7 +1,8 @@
-"""The engine: a queue of segments, a scheduler task, and one model worker thread.
+"""The engine: a queue of segments, a scheduler task, and model worker threads (one per
+GPU; on CPU `workers` of them sharing the cores).
 
 Each segment carries an `asyncio.Future`. The scheduler task asks `plan_batch` what to
-run, hands the batch to the worker thread (the event loop never blocks on the model),
+run, hands the batch to a free worker thread (the event loop never blocks on the model),
 and resolves every future it owns, with audio or with an exception, so no caller is
 left hanging and none receives another's audio. A failing batch is split in halves
 until the faulty item is isolated; an out-of-memory batch is split the same way.
@@ -367,9 +368,10 @@ class Engine:
     preempt: bool | None = None
     # Model calls that may run at once (CPU), each on its own worker thread. 1: one worker
     # using all of torch's intra-op threads. With more, a call gets cores / running calls
-    # intra-op threads when it starts (a lone call still gets them all): torch's threads
-    # scale poorly, two one-thread calls did 1.9x one call's work on 2 cores (bench/RESULTS.md
-    # finding G1). The model's modules are stateless at inference, so calls may overlap.
+    # intra-op threads when it starts (a lone call still gets them all) and adopts its new
+    # share at each preemption point: torch's threads scale poorly, two one-thread calls
+    # did 1.9x one call's work on 2 cores (bench/RESULTS.md finding G1). The model's
+    # modules are stateless at inference, so calls may overlap.
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -718,7 +720,7 @@ class Engine:
         threads = self._cores if len(self._pool) > 1 else None  # alone: every core
         worker.threads_wanted = threads
         worker.yields_cores = True  # tuning probes make way for anyone
-        self._running[worker] = None  # tuning probes make way for anyone
+        self._running[worker] = None
         try:
             call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
             if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
