@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, VitsModel
+from voicefleet_server.engine import vits
 from voicefleet_server.engine.device import Precision, resolve_precision
+from voicefleet_server.engine.hifigan import masked_hifigan
 from voicefleet_server.engine.model import SynthesisItem
 from voicefleet_server.engine.vits import VitsSynthesizer, batched_vits_inference
 
@@ -24,7 +28,9 @@ def test_matches_transformers_forward_when_noise_is_off(tiny_model_dir: str) -> 
         model, encoded["input_ids"], encoded["attention_mask"], None, [1.0], [0]
     )
     assert torch.equal(lengths, reference.sequence_lengths)
-    assert torch.allclose(waveform, reference.waveform, atol=1e-6)
+    # The engine's vocoder sums in another order (channels-last, polyphase upsampling:
+    # engine/hifigan.py): equal up to float32 rounding, well under one 16-bit step.
+    assert torch.allclose(waveform, reference.waveform, atol=1e-4)
 
 
 def test_batched_output_equals_solo_output(tiny_model_dir: str) -> None:
@@ -105,18 +111,23 @@ def test_precision_choice() -> None:
         resolve_precision("cpu", "float16")
 
 
-def test_on_cpu_bf16_autocast_leaves_the_text_encoder_in_float32(tiny_model_dir: str) -> None:
+def test_on_cpu_bf16_autocast_leaves_the_text_encoder_in_float32(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """bf16 in the text encoder shifted predicted durations of fresh mms-size renders (a
     changed rendering, correlation 0.69 with float32): on CPU only the decoder autocasts."""
     synth = VitsSynthesizer(tiny_model_dir, Precision("cpu", torch.bfloat16))
     seen: dict[str, bool] = {}
-    encoder, decoder = synth.model.text_encoder, synth.model.decoder
+    encoder = synth.model.text_encoder
     encoder.register_forward_pre_hook(
         lambda *_: seen.update(encoder=torch.is_autocast_enabled("cpu"))
     )
-    decoder.conv_pre.register_forward_pre_hook(
-        lambda *_: seen.update(decoder=torch.is_autocast_enabled("cpu"))
-    )
+
+    def vocoder(*args: Any) -> torch.Tensor:
+        seen.update(decoder=torch.is_autocast_enabled("cpu"))
+        return masked_hifigan(*args)
+
+    monkeypatch.setattr(vits, "masked_hifigan", vocoder)
     synth.synthesize([SynthesisItem(synth.tokenize("fine words."), seed=1)])
     assert seen == {"encoder": False, "decoder": True}
 
