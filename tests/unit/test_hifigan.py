@@ -7,12 +7,12 @@ import torch
 from torch import nn
 from transformers import VitsModel
 from voicefleet_server.engine import hifigan
-from voicefleet_server.engine.hifigan import masked_hifigan
+from voicefleet_server.engine.hifigan import BUCKET_FRAMES, BUCKET_UP_TO, Timeline, masked_hifigan
 
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding"),
-    [(16, 8, 4), (8, 4, 2), (4, 2, 1), (7, 3, 2), (11, 5, 0), (3, 1, 1)],
+    [(16, 8, 4), (8, 4, 2), (4, 2, 1), (7, 3, 2), (11, 5, 3), (3, 1, 1)],
 )
 def test_polyphase_upsample_equals_the_transposed_conv(
     kernel: int, stride: int, padding: int
@@ -26,6 +26,11 @@ def test_polyphase_upsample_equals_the_transposed_conv(
     )
     assert got.shape == (2, 4, 1, want.shape[-1])
     assert torch.allclose(got.squeeze(2), want, atol=1e-5)
+
+
+def test_an_upsampler_that_does_not_scale_by_its_stride_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not scale by its stride"):
+        hifigan._Upsample.of(nn.ConvTranspose1d(4, 4, 11, 5, 0))
 
 
 def test_conv_equals_conv1d_with_dilation_and_stride() -> None:
@@ -52,3 +57,46 @@ def test_equals_transformers_decoder_forward(
         got = masked_hifigan(decoder, spectrogram, speaker, torch.tensor([40]))
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_timeline_lays_items_end_to_end_and_rounds_up_short_ones() -> None:
+    timeline = Timeline.of([5, 7, 1], gap=3)
+    assert timeline.starts == [0, 8, 18]
+    assert timeline.frames == BUCKET_FRAMES * 2  # 19 frames, rounded up
+    assert not timeline.dense
+    long = Timeline.of([BUCKET_UP_TO + 1], gap=3)
+    assert long.frames == BUCKET_UP_TO + 1 and long.dense
+    spectrogram = torch.arange(2 * 1 * 7, dtype=torch.float32).view(2, 1, 7)
+    packed = Timeline.of([7, 4], gap=2).pack(spectrogram).reshape(-1)
+    assert packed[:7].tolist() == spectrogram[0, 0].tolist()
+    assert packed[7:9].tolist() == [0, 0]
+    assert packed[9:13].tolist() == spectrogram[1, 0, :4].tolist()
+    assert not packed[13:].any()
+
+
+@pytest.mark.parametrize("gap", ["vocoder", 0])
+def test_batched_items_equal_their_solo_renders_only_with_the_vocoders_gap(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch, gap: str | int
+) -> None:
+    decoder = VitsModel.from_pretrained(tiny_model_dir).eval().decoder
+    assert hifigan._prepared(decoder).gap >= 1
+    if gap == 0:
+        monkeypatch.setattr(hifigan._Vocoder, "gap", 0)
+    torch.manual_seed(2)
+    lengths = [23, 9, 17]
+    spectrogram = torch.randn(3, decoder.config.flow_size, max(lengths))
+    with torch.inference_mode():
+        batched = masked_hifigan(decoder, spectrogram, None, torch.tensor(lengths))
+        solo = [
+            masked_hifigan(decoder, spectrogram[i : i + 1, :, :n], None, torch.tensor([n]))
+            for i, n in enumerate(lengths)
+        ]
+    hop = batched.shape[-1] // max(lengths)
+    worst = max(
+        float((batched[i, 0, : n * hop] - solo[i][0, 0]).abs().max()) for i, n in enumerate(lengths)
+    )
+    if gap == 0:  # items touching: each conv reads its neighbour
+        assert worst > 1e-3
+    else:
+        assert worst < 1e-5
+        assert not batched[1, 0, lengths[1] * hop :].any()

@@ -1,26 +1,31 @@
 """HiFi-GAN vocoding with per-item lengths, shared by the families whose vocoder is a
 transformers HiFi-GAN (VITS's decoder, SpeechT5's `SpeechT5HifiGan`, Piper's type-2 blocks).
 
-Run on a padded batch, a plain HiFi-GAN lets each item's last ~0.1 s hear its batch
-mates' padding; masking every activation past each item's length makes batched output
-equal to solo output.
+A batch is vocoded as one timeline: the items' spectrograms laid end to end with a few
+silent frames between them (`Timeline`), every activation between and after the items
+zeroed after every conv. Each item then sees exactly what its solo run sees (zeros past
+both its ends), so batched output equals solo output, and no conv runs over padding up to
+the longest item: on a padded batch that was half the work for a typical mix of lengths.
 
-The vocoder is most of a call's time on CPU, and two layout choices make it about a
-quarter faster there (bench/RESULTS.md, "Where torch's time goes"):
-- activations stay channels-last, `[B, C, 1, T]`, from the first conv to the last:
+The vocoder is most of a call's time on CPU, and three layout choices cut it there
+(bench/RESULTS.md, "Where torch's time goes"):
+- activations stay channels-last, `[1, C, 1, T]`, from the first conv to the last:
   oneDNN reads and writes that layout as it is, where plain `[B, C, T]` tensors were
   reordered into its blocked layout and back around every conv;
 - each upsampling transposed conv runs as an ordinary conv with `stride` times the output
   channels, whose outputs interleave into the upsampled signal (polyphase form): oneDNN
-  builds a transposed-conv kernel per input length (~10 ms each), and every request
-  brings a new length.
+  builds a transposed-conv kernel per input length (~10 ms each);
+- the timeline's length is rounded up to a multiple of `BUCKET_FRAMES`, so the oneDNN
+  kernels built for one length serve the next requests of about that length instead of
+  being built again for each (~15 ms a call).
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +36,12 @@ from voicefleet_server.engine.preempt import preemption_point
 
 Mask = Callable[[torch.Tensor], torch.Tensor]
 
+# Timelines up to BUCKET_UP_TO frames are rounded up to a multiple of BUCKET_FRAMES (at
+# most ~0.2 s of silent work a call); longer ones keep their length, as building kernels
+# is then a few % of the call.
+BUCKET_FRAMES = 16
+BUCKET_UP_TO = 1024
+
 
 def masked_hifigan(
     decoder: Any,  # transformers' VitsHifiGan or SpeechT5HifiGan
@@ -38,42 +49,93 @@ def masked_hifigan(
     speaker: torch.Tensor | None,
     frame_lengths: torch.Tensor,
 ) -> torch.Tensor:
-    """`VitsHifiGan.forward` ([B, C, frames] -> [B, 1, samples]), zeroing every
-    activation past each item's length.
-
-    Unmasked, a short item's last ~0.1 s hears its batch mates' padding (each conv's bias
-    and receptive field reach into it); with the mask, every conv sees zeros past the end
-    exactly as the item's solo run does, so batched output equals solo output.
-    """
+    """`VitsHifiGan.forward` ([B, C, frames] -> [B, 1, samples]) with per-item lengths:
+    row i holds item i's solo rendering, zeros past its length."""
     vocoder = _prepared(decoder)
-    lengths = frame_lengths.view(-1, 1)
-    frames = spectrogram.shape[-1]
-    unpadded = bool((frame_lengths >= frames).all())
-
-    def mask(hidden: torch.Tensor) -> torch.Tensor:
-        if unpadded:  # a batch of one (or of equal lengths): the mask would be all ones
-            return hidden
-        scale = hidden.shape[-1] // frames
-        positions = torch.arange(hidden.shape[-1], device=hidden.device).unsqueeze(0)
-        keep = (positions < lengths * scale).to(hidden.dtype)
-        return hidden * keep.view(hidden.shape[0], 1, 1, -1)
-
-    hidden = vocoder.conv_pre(spectrogram.unsqueeze(2).contiguous(memory_format=_LAYOUT))
+    timeline = Timeline.of([int(n) for n in frame_lengths.tolist()], vocoder.gap)
+    hidden = vocoder.conv_pre(timeline.pack(spectrogram))
     if speaker is not None and vocoder.cond is not None:
-        hidden = hidden + vocoder.cond(speaker.unsqueeze(2))
-    hidden = mask(hidden)
+        hidden = hidden + timeline.spread(vocoder.cond(speaker.unsqueeze(2)))
+    hidden = timeline.mask(hidden)
     for upsample, blocks in zip(vocoder.upsamplers, vocoder.resblocks, strict=True):
-        hidden = mask(upsample(functional.leaky_relu(hidden, vocoder.slope)))
+        hidden = timeline.mask(upsample(functional.leaky_relu(hidden, vocoder.slope)))
         total: torch.Tensor | None = None
         for block in blocks:
-            out = block(hidden, mask)
+            out = block(hidden, timeline.mask)
             total = out if total is None else total + out
             # Each block is a few % of a call: urgent work waits at most that long here.
             preemption_point()
         assert total is not None
         hidden = total / len(blocks)
     hidden = vocoder.conv_post(functional.leaky_relu(hidden))  # transformers: default slope
-    return torch.tanh(mask(hidden)).squeeze(2)
+    return timeline.unpack(torch.tanh(timeline.mask(hidden)), spectrogram.shape[-1])
+
+
+@dataclass
+class Timeline:
+    """Where each item of a batch lies on the one timeline the vocoder runs over."""
+
+    lengths: list[int]  # frames of each item
+    starts: list[int]  # first frame of each item
+    frames: int  # the timeline's length (a bucket: >= the last item's end)
+    _masks: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], gap: int) -> Timeline:
+        """Items in order, `gap` silent frames apart (at least the vocoder's reach)."""
+        starts = [sum(lengths[:i]) + i * gap for i in range(len(lengths))]
+        end = starts[-1] + lengths[-1]
+        frames = end
+        if end <= BUCKET_UP_TO:
+            frames = math.ceil(end / BUCKET_FRAMES) * BUCKET_FRAMES
+        return cls(list(lengths), starts, frames)
+
+    @property
+    def dense(self) -> bool:
+        """One item filling the whole timeline: there is nothing to zero."""
+        return len(self.lengths) == 1 and self.lengths[0] == self.frames
+
+    def pack(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        """[B, C, frames] (rows padded) -> the timeline, [1, C, 1, T] channels-last."""
+        packed = spectrogram.new_zeros(1, spectrogram.shape[1], self.frames)
+        for row, (start, length) in enumerate(zip(self.starts, self.lengths, strict=True)):
+            packed[0, :, start : start + length] = spectrogram[row, :, :length]
+        return packed.unsqueeze(2).contiguous(memory_format=_LAYOUT)
+
+    def spread(self, per_item: torch.Tensor) -> torch.Tensor:
+        """[B, C, 1, 1] (one vector per item) -> [1, C, 1, T]: each item's vector over its
+        frames (and the gap after it, which the mask zeroes)."""
+        if len(self.lengths) == 1:
+            return per_item
+        owner = torch.zeros(self.frames, dtype=torch.long, device=per_item.device)
+        for row, start in enumerate(self.starts[1:], start=1):
+            owner[start:] = row
+        return per_item[:, :, 0, 0][owner].t().reshape(1, -1, 1, self.frames)
+
+    def mask(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`hidden` ([1, C, 1, frames * scale]) with everything outside the items zeroed."""
+        if self.dense:
+            return hidden
+        scale = hidden.shape[-1] // self.frames
+        keep = self._masks.get(scale)
+        if keep is None:
+            inside = torch.zeros(self.frames * scale, device=hidden.device)
+            for start, length in zip(self.starts, self.lengths, strict=True):
+                inside[start * scale : (start + length) * scale] = 1
+            keep = self._masks[scale] = inside.view(1, 1, 1, -1)
+        return hidden * keep.to(hidden.dtype)
+
+    def unpack(self, signal: torch.Tensor, width: int) -> torch.Tensor:
+        """The timeline's [1, 1, 1, frames * hop] output -> [B, 1, width * hop], row i
+        item i's samples (zeros past its length)."""
+        hop = signal.shape[-1] // self.frames
+        flat = signal.reshape(-1)
+        if self.dense:
+            return flat.view(1, 1, -1)
+        rows = flat.new_zeros(len(self.lengths), 1, width * hop)
+        for row, (start, length) in enumerate(zip(self.starts, self.lengths, strict=True)):
+            rows[row, 0, : length * hop] = flat[start * hop : (start + length) * hop]
+        return rows
 
 
 _LAYOUT = torch.channels_last
@@ -101,6 +163,11 @@ class _Conv:
             conv.dilation[0],
         )
 
+    @property
+    def reach(self) -> int:
+        """How many steps either side of an output the conv reads."""
+        return max(self.padding, self.dilation * (self.weight.shape[-1] - 1) - self.padding)
+
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         return functional.conv2d(
             hidden,
@@ -125,9 +192,16 @@ class _Upsample:
 
     @classmethod
     def of(cls, upsample: nn.ConvTranspose1d) -> _Upsample:
-        (stride,), (kernel,), (padding,) = upsample.stride, upsample.kernel_size, upsample.padding
-        if upsample.groups != 1 or upsample.dilation[0] != 1 or upsample.output_padding[0]:
+        stride, kernel, padding = upsample.stride[0], upsample.kernel_size[0], upsample.padding
+        if (
+            isinstance(padding, str)
+            or upsample.groups != 1
+            or upsample.dilation[0] != 1
+            or upsample.output_padding[0]
+        ):
             raise ValueError(f"unsupported HiFi-GAN upsampler: {upsample}")
+        if kernel - 2 * int(padding[0]) != stride:  # the timeline needs stride x as long
+            raise ValueError(f"HiFi-GAN upsampler does not scale by its stride: {upsample}")
         taps = -(-kernel // stride)
         weight = upsample.weight.detach()  # [in, out, kernel]
         channels_in, channels_out, _ = weight.shape
@@ -141,7 +215,15 @@ class _Upsample:
         )
         bias = None if upsample.bias is None else upsample.bias.detach().repeat(stride)
         conv = _Conv(phase_weight.contiguous(memory_format=_LAYOUT), bias, 1, taps - 1, 1)
-        return cls(conv, stride, kernel, padding)
+        return cls(conv, stride, kernel, int(padding[0]))
+
+    @property
+    def reach(self) -> int:
+        """How many input steps either side of an output's own the upsampler reads."""
+        taps = self.phases.weight.shape[-1]
+        return max(
+            (self.stride - 1 + self.crop) // self.stride, taps - 1 - self.crop // self.stride
+        )
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, _, _, frames = hidden.shape
@@ -193,6 +275,20 @@ class _Vocoder:
     resblocks: tuple[tuple[_ResBlock, ...], ...]  # the blocks after each upsampler
     conv_post: _Conv
     slope: float
+
+    @property
+    def gap(self) -> int:
+        """Silent frames between two items of a timeline so that no conv reading one
+        item reaches the next: the largest reach of any conv, in frames."""
+        reaches = [(self.conv_pre.reach, 1)]
+        scale = 1  # samples per frame at this stage
+        for upsample, blocks in zip(self.upsamplers, self.resblocks, strict=True):
+            reaches.append((upsample.reach, scale))
+            scale *= upsample.stride
+            for block in blocks:
+                reaches += [(conv.reach, scale) for step in block.steps for conv in step]
+        reaches.append((self.conv_post.reach, scale))
+        return max(math.ceil(reach / scale) for reach, scale in reaches)
 
 
 # Built on a decoder's first call (after it is on its device) and kept while it lives;
