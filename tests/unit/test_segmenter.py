@@ -162,3 +162,13 @@ def test_never_drops_text_nor_exceeds_the_cap(text: str, max_chars: int) -> None
     assert all(0 < len(s) <= max_chars for s in segments)
     assert all(s == s.strip() for s in segments)
     assert "".join("".join(segments).split()) == "".join(text.split())
+
+
+@pytest.mark.parametrize("placeholder", list("♨☝∯ȸȹ☉♬ƪ✂") + ["&ᓰ&", "\r"])
+def test_pysbds_own_placeholder_characters_in_the_text_are_kept(placeholder: str) -> None:
+    """pysbd marks list items and abbreviations with these; in a user's text they made it
+    return no sentence at all ("a ♨ b" -> [])."""
+    text = f"Send the {placeholder} list. Dr. Smith reads it {placeholder} aloud."
+    segments = split_segments(text, max_chars=80)
+    assert "".join("".join(segments).split()) == "".join(text.split())
+    assert len(segments) == 2

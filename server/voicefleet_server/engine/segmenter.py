@@ -84,12 +84,19 @@ def _pysbd_language(language: str | None) -> str:
     return base if base in LANGUAGE_CODES else "en"
 
 
+# Characters pysbd uses as its own placeholders: in a user's text they made it drop or
+# swallow words ("a ♨ b" came back as no sentence at all). pysbd reads a copy where each
+# is a neutral symbol (same length, so its offsets cut the original text).
+_PYSBD_PLACEHOLDERS = str.maketrans(dict.fromkeys("♨☝∯ȸȹ☉♬ƪᓰᓱᓳᓴᓷᓸ⌬⎋✂\r", "#"))
+
+
 def _pysbd(text: str, code: str) -> list[tuple[str, int]]:
     """(sentence, offset just past it) for each sentence pysbd finds in `text`."""
     # A fresh Segmenter per call: it keeps the text being segmented on itself, so one
     # instance shared between threads would mix texts up. Construction costs ~1 µs.
-    spans = pysbd.Segmenter(language=code, clean=False, char_span=True).segment(text)
-    return [(span.sent, span.end) for span in spans]
+    segmenter = pysbd.Segmenter(language=code, clean=False, char_span=True)
+    spans = segmenter.segment(text.translate(_PYSBD_PLACEHOLDERS))
+    return [(text[span.start : span.end], span.end) for span in spans]
 
 
 def _line_sentences(line: str, code: str) -> list[str]:
