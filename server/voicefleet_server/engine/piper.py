@@ -31,7 +31,7 @@ from voicefleet_server.engine.piper_convert import (
     is_piper_checkpoint,
     voice_files,
 )
-from voicefleet_server.engine.vits import VitsSynthesizer
+from voicefleet_server.engine.vits import VitsSynthesizer, with_preemption_points
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class PiperSynthesizer(VitsSynthesizer):
         except Exception:
             self.phonemizer.close()
             raise
-        self.model = _bake_weight_norm(model).to(self.device).eval()
+        self.model = with_preemption_points(_bake_weight_norm(model).to(self.device).eval())
         self.sampling_rate = int(self.model.config.sampling_rate)
         self.pad_token_id = int(self._id_map[PAD][0])
         self.voices = piper_voices(piper)
