@@ -56,9 +56,11 @@ def test_a_render_paused_for_another_gives_the_same_audio(
     with preempt.hook_installed(serve_newcomer):
         paused_long = synth.synthesize([SynthesisItem(long_tokens, seed=3)])[0]
     model = synth.model
-    # Between the stages (3), after each text-encoder layer, each flow and each vocoder block.
+    # Between the stages (3), after each text-encoder layer, each flow and each residual
+    # step of the vocoder's blocks.
     layers = len(model.text_encoder.encoder.layers) + len(model.flow.flows)
-    assert points == 3 + layers + len(model.decoder.resblocks)
+    steps = sum(len(block.convs1) for block in model.decoder.resblocks)
+    assert points == 3 + layers + steps
     np.testing.assert_array_equal(paused_long, solo_long)
     for wave in nested:
         np.testing.assert_array_equal(wave, solo_short)

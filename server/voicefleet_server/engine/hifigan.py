@@ -63,8 +63,6 @@ def masked_hifigan(
         for block in blocks:
             out = block(hidden, timeline.mask)
             total = out if total is None else total + out
-            # Each block is a few % of a call: urgent work waits at most that long here.
-            preemption_point()
         assert total is not None
         hidden = total / len(blocks)
     hidden = vocoder.conv_post(functional.leaky_relu(hidden))  # transformers: default slope
@@ -264,6 +262,8 @@ class _ResBlock:
             for conv in step:
                 hidden = mask(conv(functional.leaky_relu(hidden, self.slope)))
             hidden = hidden + residual
+            # A step is 1-5 % of a call: urgent work waits at most that long here.
+            preemption_point()
         return hidden
 
 
