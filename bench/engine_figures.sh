@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns every benchmark behind the engine figures README and bench/RESULTS.md quote
 # (issue 15), in sequence, writing bench/results/*.json; then `make figures-bench`
-# refreshes the tables. About 20 minutes on the 2-vCPU build VM; run it on a quiet machine
+# refreshes the tables. About 25 minutes on the 2-vCPU build VM; run it on a quiet machine
 # (each JSON records the load average it saw).
 #
 #   bench/engine_figures.sh            # everything
@@ -29,4 +29,4 @@ run batching       bench/batching_ratio.py --seconds 12 --rounds 1 --dtype bfloa
                    --json $R/batching_ratio.json
 run cold_start     bench/cold_start.py --runs 3 --json $R/cold_start.json
 run cpu_runtime    bench/cpu_runtime.py --json $R/cpu_runtime.json
-run vs_piper       bench/vs_piper.py --probes 20 --json $R/vs_piper.json
+run vs_piper       bench/vs_piper.py --probes 20 --rounds 2 --json $R/vs_piper.json

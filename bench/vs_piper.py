@@ -9,6 +9,8 @@ same file, and measures both the same way, alternating between them phase by pha
   fairness = loaded p95 / idle p95;
 - throughput: a mixed load (70 % one-liners, 30 % 3-sentence paragraphs) in a closed loop
   at 1, 4 and 8 concurrent streams (audio seconds per wall second).
+With `--rounds N` every phase runs N times, interleaved, and the figures pool the rounds:
+a noisy neighbour's burst then weighs on one round of both servers, not one server.
 Targets (issue 15): fairness <= half of Piper's; throughput at 8 streams >= Piper's.
 Non-streamed WAV on both sides; client and both servers share this machine's CPUs (only
 the server being measured has work).
@@ -104,27 +106,47 @@ async def measure(
     long_text = texts.very_long_text(10, seed=88)
     mixed = [texts.sentence(rng, 5, 12) if i % 10 < 7
              else " ".join(texts.sentence(rng) for _ in range(3)) for i in range(40)]
-    raw: dict[str, dict[str, Any]] = {p.name: {"throughput": {}} for p in servers}
+    phases = ["idle", "loaded", *(f"streams={s}" for s in args.streams)]
+    # Each peer's phase -> its measurement in each round.
+    rounds: dict[str, dict[str, list[peers.Phase]]] = {
+        p.name: {phase: [] for phase in phases} for p in servers
+    }
+    long_text_runs = {p.name: 0 for p in servers}
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
         for peer in servers:  # warm-up: first calls pay for kernel and phonemizer set-up
             for text in probes[:2]:
                 await peers.speak(client, peer, text)
         order = list(servers)
-        for phase in ["idle", "loaded", *(f"streams={s}" for s in args.streams)]:
-            for peer in order:
-                if phase == "idle":
-                    result = await peers.sequential(client, peer, probes)
-                    raw[peer.name]["idle"] = result
-                elif phase == "loaded":
-                    result, runs = await peers.while_busy(client, peer, probes, long_text)
-                    raw[peer.name]["loaded"] = result
-                    raw[peer.name]["long_text_runs"] = runs
-                else:
-                    streams = int(phase.split("=")[1])
-                    result = await peers.closed_loop(client, peer, mixed, streams, args.seconds)
-                    raw[peer.name]["throughput"][str(streams)] = result
-                print(f"{peer.name:>10} {phase:>10}: {result.summary()}")
-            order.reverse()  # alternate who goes first
+        for round_no in range(1, args.rounds + 1):
+            for phase in phases:
+                for peer in order:
+                    if phase == "idle":
+                        result = await peers.sequential(client, peer, probes)
+                    elif phase == "loaded":
+                        result, runs = await peers.while_busy(client, peer, probes, long_text)
+                        long_text_runs[peer.name] += runs
+                    else:
+                        streams = int(phase.split("=")[1])
+                        result = await peers.closed_loop(
+                            client, peer, mixed, streams, args.seconds
+                        )
+                    rounds[peer.name][phase].append(result)
+                    print(f"{peer.name:>10} {phase:>10} (round {round_no}): {result.summary()}")
+                order.reverse()  # alternate who goes first
+    raw: dict[str, dict[str, Any]] = {}
+    for name, by_phase in rounds.items():
+        pooled = {phase: peers.Phase.pooled(measured) for phase, measured in by_phase.items()}
+        raw[name] = {
+            "idle": pooled["idle"],
+            "loaded": pooled["loaded"],
+            "long_text_runs": long_text_runs[name],
+            "throughput": {p.split("=")[1]: pooled[p] for p in phases if p.startswith("streams")},
+            "throughput_by_round": {
+                p.split("=")[1]: [m.summary()["throughput_audio_s_per_s"] for m in by_phase[p]]
+                for p in phases
+                if p.startswith("streams")
+            },
+        }
     summary: dict[str, dict[str, Any]] = {}
     for name, r in raw.items():
         idle, loaded = r["idle"], r["loaded"]
@@ -138,6 +160,7 @@ async def measure(
             "detail": {"idle": idle.summary(), "loaded": loaded.summary(),
                        "long_text_runs": r["long_text_runs"],
                        "throughput": {s: ph.summary() for s, ph in r["throughput"].items()},
+                       "throughput_by_round": r["throughput_by_round"],
                        "errors": idle.errors + loaded.errors
                        + sum(ph.errors for ph in r["throughput"].values())},
         }
@@ -151,6 +174,9 @@ def main() -> int:
     parser.add_argument("--voice", help="Piper voice .onnx (default: the bundled en_US-joe-medium)")
     parser.add_argument("--probes", type=int, default=10, help="one-liners per idle/loaded phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per throughput stage")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every phase this often, alternating who goes first; "
+                             "figures pool all rounds (p95 over every probe, audio / wall time)")
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4, 8], help="concurrent streams, e.g. 1,4,8")
     parser.add_argument("--threads", type=int, default=0,

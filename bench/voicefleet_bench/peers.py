@@ -53,6 +53,11 @@ class Phase:
     results: list[Timed] = field(default_factory=list)
     wall_s: float = 0.0
 
+    @classmethod
+    def pooled(cls, phases: Sequence[Phase]) -> Phase:
+        """The same phase measured in several rounds, as one: every request, all the wall time."""
+        return cls([r for p in phases for r in p.results], sum(p.wall_s for p in phases))
+
     @property
     def latencies(self) -> list[float]:
         return [r.latency_s for r in self.results if r.ok]

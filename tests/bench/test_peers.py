@@ -79,3 +79,13 @@ def test_the_phases_against_a_real_server(tiny_model_dir: str, tmp_path: Path) -
     assert len(loaded.latencies) == 1 and runs >= 1
     assert loop.errors == 0 and len(loop.results) >= 2
     assert loop.summary()["throughput_audio_s_per_s"] > 0
+
+
+def test_rounds_pool_into_one_phase() -> None:
+    first, second = phase(0.1, 0.2), phase(0.3)
+    second.results.append(peers.Timed(9.0, 0.0, False, 503))
+    pooled = peers.Phase.pooled([first, second])
+    assert pooled.latencies == [0.1, 0.2, 0.3]
+    assert pooled.errors == 1
+    assert abs(pooled.wall_s - 0.6) < 1e-9
+    assert pooled.summary()["throughput_audio_s_per_s"] == round(3.0 / 0.6, 3)
