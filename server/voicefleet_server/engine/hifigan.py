@@ -76,7 +76,7 @@ class Timeline:
     lengths: list[int]  # frames of each item
     starts: list[int]  # first frame of each item
     frames: int  # the timeline's length (a bucket: >= the last item's end)
-    _masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    _masks: dict[tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def of(cls, lengths: Sequence[int], gap: int) -> Timeline:
@@ -115,13 +115,13 @@ class Timeline:
         if self.dense:
             return hidden
         scale = hidden.shape[-1] // self.frames
-        keep = self._masks.get(scale)
-        if keep is None:
-            inside = torch.zeros(self.frames * scale, device=hidden.device)
+        keep = self._masks.get((scale, hidden.dtype))
+        if keep is None:  # once per resolution and dtype, not once per conv
+            inside = torch.zeros(self.frames * scale, device=hidden.device, dtype=hidden.dtype)
             for start, length in zip(self.starts, self.lengths, strict=True):
                 inside[start * scale : (start + length) * scale] = 1
-            keep = self._masks[scale] = inside.view(1, 1, 1, -1)
-        return hidden * keep.to(hidden.dtype)
+            keep = self._masks[scale, hidden.dtype] = inside.view(1, 1, 1, -1)
+        return hidden * keep
 
     def unpack(self, signal: torch.Tensor, width: int) -> torch.Tensor:
         """The timeline's [1, 1, 1, frames * hop] output -> [B, 1, width * hop], row i
