@@ -29,4 +29,5 @@ run batching       bench/batching_ratio.py --seconds 12 --rounds 1 --dtype bfloa
                    --json $R/batching_ratio.json
 run cold_start     bench/cold_start.py --runs 3 --json $R/cold_start.json
 run cpu_runtime    bench/cpu_runtime.py --json $R/cpu_runtime.json
+run decoder_profile bench/decoder_profile.py --json $R/decoder_profile.json
 run vs_piper       bench/vs_piper.py --probes 20 --rounds 2 --json $R/vs_piper.json

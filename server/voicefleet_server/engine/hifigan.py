@@ -5,19 +5,19 @@ A batch is vocoded as one timeline: the items' spectrograms laid end to end with
 silent frames between them (`Timeline`), every activation between and after the items
 zeroed after every conv. Each item then sees exactly what its solo run sees (zeros past
 both its ends), so batched output equals solo output, and no conv runs over padding up to
-the longest item: on a padded batch that was half the work for a typical mix of lengths.
+the longest item.
 
-The vocoder is most of a call's time on CPU, and three layout choices cut it there
-(bench/RESULTS.md, "Where torch's time goes"):
+The vocoder is most of a call's time on CPU, and two layout choices cut it there
+(bench/RESULTS.md, "Where torch's time went"):
 - activations stay channels-last, `[1, C, 1, T]`, from the first conv to the last:
   oneDNN reads and writes that layout as it is, where plain `[B, C, T]` tensors were
   reordered into its blocked layout and back around every conv;
 - each upsampling transposed conv runs as an ordinary conv with `stride` times the output
   channels, whose outputs interleave into the upsampled signal (polyphase form): oneDNN
-  builds a transposed-conv kernel per input length (~10 ms each);
-- the timeline's length is rounded up to a multiple of `BUCKET_FRAMES`, so the oneDNN
-  kernels built for one length serve the next requests of about that length instead of
-  being built again for each (~15 ms a call).
+  builds a transposed-conv kernel for every new input length, a slow one to build.
+The timeline's length is also rounded up to a multiple of `BUCKET_FRAMES`, so that oneDNN
+may reuse the kernels it built for a length; on the final code that measured no gain
+(`bench/decoder_profile.py`: 0.97, within noise), and it costs at most 15 silent frames.
 """
 
 from __future__ import annotations
