@@ -197,11 +197,13 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-# oneDNN (torch's CPU kernels, bf16 above all) caches a compiled primitive per input shape,
-# 1024 of them by default, ~0.7 MB each with VITS. TTS shapes vary with every batch, so
-# the cache mostly holds one-off shapes: measured, it grew RSS by ~700 MB over a few
-# overload bursts of the tiny model (docs/reliability.md). 64 keeps it flat.
-ONEDNN_PRIMITIVE_CACHE_CAPACITY = "64"
+# oneDNN (torch's CPU kernels) caches a compiled kernel per input shape. Model calls run
+# at bucketed lengths (engine/shapes.py), so the cache holds a bounded set that start-up
+# tuning builds: every bucket's kernels at float32 and at bf16 when tuning compares them
+# (~30 a bucket for a Piper voice, 32 frame buckets). 2048 holds both; a cache that held
+# fewer would rebuild kernels on every call (64, the cap before buckets, cut bf16 to 7
+# audio s per s on AMX: bench/RESULTS.md, "Shape buckets"). Memory: docs/reliability.md.
+ONEDNN_PRIMITIVE_CACHE_CAPACITY = "2048"
 
 
 def run(settings: ServerSettings) -> int:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 from transformers import VitsModel
-from voicefleet_server.engine import hifigan
-from voicefleet_server.engine.hifigan import BUCKET_FRAMES, BUCKET_UP_TO, Timeline, masked_hifigan
+from voicefleet_server.engine import hifigan, shapes
+from voicefleet_server.engine.hifigan import Timeline, masked_hifigan, timeline_groups
 
 
 @pytest.mark.parametrize(
@@ -62,10 +62,10 @@ def test_equals_transformers_decoder_forward(
 def test_timeline_lays_items_end_to_end_and_rounds_up_short_ones() -> None:
     timeline = Timeline.of([5, 7, 1], gap=3)
     assert timeline.starts == [0, 8, 18]
-    assert timeline.frames == BUCKET_FRAMES * 2  # 19 frames, rounded up
+    assert timeline.frames == shapes.frames(19) > 19  # rounded up to its bucket
     assert not timeline.dense
-    long = Timeline.of([BUCKET_UP_TO + 1], gap=3)
-    assert long.frames == BUCKET_UP_TO + 1 and long.dense
+    long = Timeline.of([shapes.FRAMES.largest + 1], gap=3)
+    assert long.frames == shapes.FRAMES.largest + 1 and long.dense
     spectrogram = torch.arange(2 * 1 * 7, dtype=torch.float32).view(2, 1, 7)
     packed = Timeline.of([7, 4], gap=2).pack(spectrogram).reshape(-1)
     assert packed[:7].tolist() == spectrogram[0, 0].tolist()
@@ -100,3 +100,52 @@ def test_batched_items_equal_their_solo_renders_only_with_the_vocoders_gap(
     else:
         assert worst < 1e-5
         assert not batched[1, 0, lengths[1] * hop :].any()
+
+
+def test_timeline_groups_keep_each_timeline_within_the_limit() -> None:
+    assert timeline_groups([5, 5, 5], gap=2, limit=100) == [range(0, 3)]
+    # 5 + 2 + 5 = 12 fits in 12; a third item would make it 19.
+    assert timeline_groups([5, 5, 5], gap=2, limit=12) == [range(0, 2), range(2, 3)]
+    # An item longer than the limit goes alone; the next starts a fresh timeline.
+    assert timeline_groups([3, 40, 3, 3], gap=1, limit=10) == [
+        range(0, 1),
+        range(1, 2),
+        range(2, 4),
+    ]
+
+
+@pytest.mark.parametrize("speakers", [1, 3])
+def test_a_batch_split_over_several_timelines_equals_its_solo_renders(
+    tiny_model_dir: str,
+    tiny_multispeaker_dir: str,
+    monkeypatch: pytest.MonkeyPatch,
+    speakers: int,
+) -> None:
+    model = VitsModel.from_pretrained(tiny_model_dir if speakers == 1 else tiny_multispeaker_dir)
+    decoder = model.eval().decoder
+    lengths = [23, 9, 17, 30]
+    # Buckets up to 40 frames: the four items need three timelines.
+    monkeypatch.setattr(shapes, "FRAMES", shapes.Bucket(tiers=((40, 8),)))
+    gap = hifigan._prepared(decoder).gap
+    assert len(timeline_groups(lengths, gap, 40)) == 3
+    torch.manual_seed(3)
+    spectrogram = torch.randn(len(lengths), decoder.config.flow_size, max(lengths))
+    speaker = None
+    if speakers > 1:
+        speaker = model.embed_speaker(torch.tensor([2, 0, 1, 2])).unsqueeze(-1)
+    with torch.inference_mode():
+        batched = masked_hifigan(decoder, spectrogram, speaker, torch.tensor(lengths))
+        solo = [
+            masked_hifigan(
+                decoder,
+                spectrogram[i : i + 1, :, :n],
+                None if speaker is None else speaker[i : i + 1],
+                torch.tensor([n]),
+            )
+            for i, n in enumerate(lengths)
+        ]
+    hop = batched.shape[-1] // max(lengths)
+    assert batched.shape[0] == len(lengths)
+    for i, n in enumerate(lengths):
+        assert torch.allclose(batched[i, 0, : n * hop], solo[i][0, 0], atol=1e-5)
+        assert not batched[i, 0, n * hop :].any()

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
+from voicefleet_server.engine import shapes
 from voicefleet_server.engine.batcher import Engine
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.model import SynthesisItem, Voice
@@ -284,3 +287,33 @@ async def test_a_failing_model_leaves_the_settings_and_says_why() -> None:
     report, engine = await tune(Broken(cpu_like))
     assert report.state == "failed" and "kernel exploded" in (report.error or "")
     assert engine.limits.max_batch_size == 1
+
+
+class KernelWarming(ScriptedModel):
+    """Records every shape bucket it is asked to build kernels for, and when."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.warmed: list[tuple[str, int, int, int]] = []  # (precision, tokens, frames, calls)
+
+    def warm_kernels(self, tokens: int, frames: int) -> None:
+        self.warmed.append((self.precision.label, tokens, frames, len(self.calls)))
+
+
+@pytest.mark.parametrize("tune_precision", [True, False])
+async def test_every_shape_bucket_is_warmed_at_each_compared_precision_before_timing(
+    tune_precision: bool,
+) -> None:
+    model = KernelWarming(cpu_like)
+    report, _ = await tune(model, tune_precision=tune_precision, ceiling=2)
+    assert report.state == "done", report.error
+    precisions = ["float32", "bfloat16"] if tune_precision else ["float32"]
+    for label in precisions:
+        frames = [f for p, _, f, _ in model.warmed if p == label]
+        assert frames == shapes.FRAMES.lengths()
+    assert {p for p, *_ in model.warmed} == set(precisions)
+    assert {t for _, t, _, _ in model.warmed} == set(shapes.TOKENS.lengths())
+    assert all(calls == 0 for *_, calls in model.warmed)  # before any timed call
+    assert model.calls  # and timing followed
+    assert report.kernels["buckets"] == len(shapes.FRAMES.lengths())
+    assert report.detail()["kernels"]["seconds"] >= 0

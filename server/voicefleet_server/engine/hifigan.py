@@ -15,9 +15,8 @@ The vocoder is most of a call's time on CPU, and two layout choices cut it there
 - each upsampling transposed conv runs as an ordinary conv with `stride` times the output
   channels, whose outputs interleave into the upsampled signal (polyphase form): oneDNN
   builds a transposed-conv kernel for every new input length, a slow one to build.
-The timeline's length is also rounded up to a multiple of `BUCKET_FRAMES`, so that oneDNN
-may reuse the kernels it built for a length; on the final code that measured no gain
-(`bench/decoder_profile.py`: 0.97, within noise), and it costs at most 15 silent frames.
+The timeline's length is rounded up to a frame bucket (engine/shapes.py), so that oneDNN
+reuses the kernels it built for that length.
 """
 
 from __future__ import annotations
@@ -32,15 +31,10 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from voicefleet_server.engine import shapes
 from voicefleet_server.engine.preempt import preemption_point
 
 Mask = Callable[[torch.Tensor], torch.Tensor]
-
-# Timelines up to BUCKET_UP_TO frames are rounded up to a multiple of BUCKET_FRAMES (at
-# most ~0.2 s of silent work a call); longer ones keep their length, as building kernels
-# is then a few % of the call.
-BUCKET_FRAMES = 16
-BUCKET_UP_TO = 1024
 
 
 def masked_hifigan(
@@ -50,9 +44,40 @@ def masked_hifigan(
     frame_lengths: torch.Tensor,
 ) -> torch.Tensor:
     """`VitsHifiGan.forward` ([B, C, frames] -> [B, 1, samples]) with per-item lengths:
-    row i holds item i's solo rendering, zeros past its length."""
+    row i holds item i's solo rendering, zeros past its length. Items whose timeline would
+    pass the largest frame bucket are vocoded in several timelines (`timeline_groups`)."""
     vocoder = _prepared(decoder)
-    timeline = Timeline.of([int(n) for n in frame_lengths.tolist()], vocoder.gap)
+    lengths = [int(n) for n in frame_lengths.tolist()]
+    parts = [
+        _vocode(
+            vocoder,
+            spectrogram[rows.start : rows.stop],
+            None if speaker is None else speaker[rows.start : rows.stop],
+            Timeline.of(lengths[rows.start : rows.stop], vocoder.gap),
+        )
+        for rows in timeline_groups(lengths, vocoder.gap, shapes.FRAMES.largest)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def timeline_groups(lengths: Sequence[int], gap: int, limit: int) -> list[range]:
+    """Consecutive runs of items whose timeline (lengths plus gaps) stays within `limit`
+    frames; an item longer than that alone. Timelines past the largest bucket would run at
+    exact lengths, new kernels for nearly every batch (engine/shapes.py)."""
+    groups: list[range] = []
+    first, end = 0, 0
+    for i, length in enumerate(lengths):
+        if i > first and end + gap + length > limit:
+            groups.append(range(first, i))
+            first = i
+        end = length if i == first else end + gap + length
+    groups.append(range(first, len(lengths)))
+    return groups
+
+
+def _vocode(
+    vocoder: _Vocoder, spectrogram: torch.Tensor, speaker: torch.Tensor | None, timeline: Timeline
+) -> torch.Tensor:
     hidden = vocoder.conv_pre(timeline.pack(spectrogram))
     if speaker is not None and vocoder.cond is not None:
         hidden = hidden + timeline.spread(vocoder.cond(speaker.unsqueeze(2)))
@@ -82,11 +107,7 @@ class Timeline:
     def of(cls, lengths: Sequence[int], gap: int) -> Timeline:
         """Items in order, `gap` silent frames apart (at least the vocoder's reach)."""
         starts = [sum(lengths[:i]) + i * gap for i in range(len(lengths))]
-        end = starts[-1] + lengths[-1]
-        frames = end
-        if end <= BUCKET_UP_TO:
-            frames = math.ceil(end / BUCKET_FRAMES) * BUCKET_FRAMES
-        return cls(list(lengths), starts, frames)
+        return cls(list(lengths), starts, shapes.frames(starts[-1] + lengths[-1]))
 
     @property
     def dense(self) -> bool:

@@ -8,7 +8,7 @@ the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,12 +130,13 @@ class SynthesisTimeout(SynthesisError):
 
 
 def padded_token_batch(
-    items: Sequence[SynthesisItem], pad_token_id: int
+    items: Sequence[SynthesisItem], pad_token_id: int, width: Callable[[int], int] = int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask) for a batch of tokenized segments."""
-    width = max(len(item.token_ids) for item in items)
-    input_ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+    """Right-padded (input_ids, attention_mask) for a batch of tokenized segments, as wide
+    as `width(longest)` (a shape bucket, engine/shapes.py; default: the longest)."""
+    width_ = width(max(len(item.token_ids) for item in items))
+    input_ids = torch.full((len(items), width_), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), width_), dtype=torch.long)
     for row, item in enumerate(items):
         input_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
         attention_mask[row, : len(item.token_ids)] = 1

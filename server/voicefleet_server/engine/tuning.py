@@ -14,6 +14,7 @@ The choices are pure functions; `tune_cpu` only gathers their inputs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from voicefleet_server.engine import preempt
+from voicefleet_server.engine import preempt, shapes
 from voicefleet_server.engine.device import Precision, cpu_supports_bf16
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem
 
@@ -173,6 +174,7 @@ class TuningReport:
     """What tuning measured and chose (shown in /readyz detail)."""
 
     state: str = "pending"  # pending, running, done, failed, off
+    kernels: dict[str, Any] = field(default_factory=dict)
     precision: dict[str, Any] = field(default_factory=dict)
     batching: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
@@ -181,6 +183,8 @@ class TuningReport:
 
     def detail(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
+        if self.kernels:
+            out["kernels"] = self.kernels
         if self.precision:
             out["precision"] = self.precision
         if self.batching:
@@ -228,20 +232,39 @@ def _render(
         SynthesisItem(token_ids=model.tokenize(t) or [0], seed=seed + i)
         for i, t in enumerate(texts)
     ]
-    holder: Any = model
-    saved = holder.precision if precision is not None else None
-    if precision is not None:
-        holder.precision = precision
-    try:
+    with _precision_set(model, precision):
         paused = preempt.paused_seconds()
         started = clock()
         waves = model.synthesize(items)
         # Urgent requests served at this call's preemption points are not its time.
         wall = clock() - started - (preempt.paused_seconds() - paused)
+    return _Sample(sum(len(w) for w in waves) / model.sampling_rate, wall, waves)
+
+
+@contextlib.contextmanager
+def _precision_set(model: SpeechModel, precision: Precision | None) -> Iterator[None]:
+    """The block runs the model at `precision` (None: the one in force)."""
+    holder: Any = model
+    saved = holder.precision if precision is not None else None
+    if precision is not None:
+        holder.precision = precision
+    try:
+        yield
     finally:
         if precision is not None:
             holder.precision = saved
-    return _Sample(sum(len(w) for w in waves) / model.sampling_rate, wall, waves)
+
+
+class _WarmsKernels(Protocol):
+    def warm_kernels(self, tokens: int, frames: int) -> None: ...
+
+
+def _warm_bucket(
+    model: _WarmsKernels, tokens: int, frames: int, precisions: Sequence[Precision | None]
+) -> None:
+    for precision in precisions:
+        with _precision_set(model, precision):  # type: ignore[arg-type]
+            model.warm_kernels(tokens, frames)
 
 
 async def tune_cpu(
@@ -263,6 +286,8 @@ async def tune_cpu(
     report.started_at = time.monotonic()
     texts = probe_texts(plan.seed)
     try:
+        arms = _precision_arms(model.device) if tune_precision else None
+        await _warm_kernels(engine, model, list(arms.values()) if arms else [None], report)
         if tune_precision:
             choice = await _tune_precision(engine, model, texts, plan, report, render)
             if choice.label == "bfloat16":
@@ -282,6 +307,35 @@ async def tune_cpu(
     return report
 
 
+def _precision_arms(device: str) -> dict[str, Precision]:
+    return {"float32": Precision(device, None), "bfloat16": Precision(device, torch.bfloat16)}
+
+
+async def _warm_kernels(
+    engine: Engine,
+    model: SpeechModel,
+    precisions: Sequence[Precision | None],
+    report: TuningReport,
+) -> None:
+    """Build every shape bucket's kernels (engine/shapes.py) at each precision tuning
+    compares, one bucket per idle gap, before anything is timed: requests then find their
+    kernels built, and precision and batching are compared on what serving runs, not on
+    kernel building (bf16's is far slower to build on AMX CPUs: bench/RESULTS.md)."""
+    if not hasattr(model, "warm_kernels"):
+        return
+    warm: _WarmsKernels = model  # type: ignore[assignment]
+    frames = shapes.FRAMES.lengths()
+    tokens = shapes.TOKENS.lengths()
+    started = time.monotonic()
+    for i, length in enumerate(frames):
+        token_bucket = tokens[min(i, len(tokens) - 1)]
+        await engine.run_when_idle(
+            functools.partial(_warm_bucket, warm, token_bucket, length, precisions)
+        )
+        report.kernels = {"buckets": i + 1, "of": len(frames)}  # progress, for /readyz
+    report.kernels["seconds"] = round(time.monotonic() - started, 2)
+
+
 async def _tune_precision(
     engine: Engine,
     model: SpeechModel,
@@ -290,8 +344,7 @@ async def _tune_precision(
     report: TuningReport,
     render: Callable[..., _Sample],
 ) -> PrecisionChoice:
-    device = model.device
-    arms = {"float32": Precision(device, None), "bfloat16": Precision(device, torch.bfloat16)}
+    arms = _precision_arms(model.device)
     for precision in arms.values():  # warm both: first calls pay for kernel set-up
         await engine.run_when_idle(functools.partial(render, model, [next(texts)], 0, precision))
     speedups: list[float] = []

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from voicefleet_server.engine import shapes
 from voicefleet_server.engine.device import Precision
 from voicefleet_server.engine.guard import guarded_render
 from voicefleet_server.engine.hifigan import masked_hifigan
@@ -113,7 +114,7 @@ def batched_vits_inference(
     length_scale = length_scale.view(batch, 1, 1)
     duration = torch.ceil(torch.exp(log_duration) * input_mask * length_scale)
     predicted_lengths = torch.clamp_min(torch.sum(duration, [1, 2]), 1).long()
-    frames = int(predicted_lengths.max())
+    frames = shapes.frames(int(predicted_lengths.max()))  # the flows' and vocoder's kernels
     indices = torch.arange(frames, device=device)
     output_mask = (indices.unsqueeze(0) < predicted_lengths.unsqueeze(1)).unsqueeze(1).float()
 
@@ -142,6 +143,28 @@ def batched_vits_inference(
     return VitsOutput(
         waveform.squeeze(1).float(), predicted_lengths * hop, duration.squeeze(1).long() * hop
     )
+
+
+@torch.inference_mode()
+def warm_kernels(
+    model: Any,
+    tokens: int,
+    frames: int,
+    autocast: contextlib.AbstractContextManager[object] | None = None,
+) -> None:
+    """Build the kernels a one-item call at these (bucketed) lengths runs: the text encoder
+    over `tokens`, the flows and the vocoder over `frames` (engine/shapes.py). On zeros:
+    only the shapes matter, and oneDNN keeps the kernels for the requests that follow."""
+    device = next(model.parameters()).device
+    ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    present = torch.ones(1, tokens, dtype=torch.long, device=device)
+    model.text_encoder(
+        input_ids=ids, padding_mask=present.unsqueeze(-1).float(), attention_mask=present
+    )
+    spectrogram = torch.zeros(1, model.config.flow_size, frames, device=device)
+    model.flow(spectrogram, torch.ones(1, 1, frames, device=device), None, reverse=True)
+    with autocast if autocast is not None else contextlib.nullcontext():
+        masked_hifigan(model.decoder, spectrogram, None, torch.tensor([frames]))
 
 
 def with_preemption_points(model: Any) -> Any:
@@ -226,6 +249,16 @@ class VitsSynthesizer:
         ids = self.tokenize("warm up.") or [self.pad_token_id, 1, self.pad_token_id]
         self.synthesize([SynthesisItem(token_ids=ids, seed=0)])
 
+    def warm_kernels(self, tokens: int, frames: int) -> None:
+        """Build the kernels for one shape bucket at the precision in force (start-up
+        tuning runs this over every bucket in idle gaps)."""
+        autocast = self.precision.autocast
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        warm_kernels(
+            self.model, tokens, frames,
+            None if autocast is None else torch.autocast(device_type, dtype=autocast),
+        )  # fmt: skip
+
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         for item in items:
             if item.seed is None:
@@ -235,7 +268,7 @@ class VitsSynthesizer:
     def _run(
         self, items: Sequence[SynthesisItem], autocast: torch.dtype | None
     ) -> list[np.ndarray]:
-        input_ids, attention_mask = padded_token_batch(items, self.pad_token_id)
+        input_ids, attention_mask = padded_token_batch(items, self.pad_token_id, shapes.tokens)
         speakers = torch.tensor([item.speaker_index for item in items], device=self.device)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         waveform, lengths, token_samples = batched_vits_inference(

@@ -1,0 +1,81 @@
+"""Shape buckets: the lengths a model call runs at, rounded up so that kernels are reused.
+
+On CPU, oneDNN builds (JIT-compiles) a kernel for every new shape a conv sees and keeps it
+in a cache (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`). With exact lengths nearly every request
+brings new shapes, and building the kernels cost more than running them, bf16 ones on AMX
+above all (bench/RESULTS.md, "Shape buckets"). So every length axis that runs through
+convs is rounded up, here in one place:
+- `TOKENS`: the token axis of a batch (text encoder, duration predictor);
+- `FRAMES`: the frame axis (flows, and the vocoder's timeline; a batch whose timeline would
+  pass the largest bucket is vocoded in several, engine/hifigan.py).
+
+The padding is masked as any batch padding is (attention masks, and masks applied before
+every conv), so an item's audio does not change. Start-up tuning builds every bucket's
+kernels in idle gaps (engine/tuning.py), so requests find them built. A single item longer
+than the largest frame bucket (~12 s of audio) runs at its exact length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Lengths rounded up to the next multiple of a tier's step: `tiers` are (up to, step)
+    pairs in increasing order; lengths past the last tier are kept."""
+
+    tiers: tuple[tuple[int, int], ...]
+
+    def __call__(self, length: int) -> int:
+        for up_to, step in self.tiers:
+            if length <= up_to:
+                return max(step, math.ceil(length / step) * step)
+        return length
+
+    @property
+    def largest(self) -> int:
+        """The longest length that is bucketed (no limit when nothing is)."""
+        return self.tiers[-1][0] if self.tiers else sys.maxsize
+
+    def lengths(self) -> list[int]:
+        """Every bucket, shortest first (what a warm-up builds kernels for)."""
+        found: list[int] = []
+        low = 0
+        for up_to, step in self.tiers:
+            found.extend(range(max(step, math.ceil((low + 1) / step) * step), up_to + 1, step))
+            low = up_to
+        return found
+
+
+# Steps grow with the length: padding is at most 15 frames up to 256 (~3 s of audio) and
+# under 12 % past it, while the bucket count stays small (32 frame buckets; a Piper
+# vocoder is 23 conv kernels a length, and a bf16 kernel for 1024 frames holds megabytes).
+TOKENS = Bucket(tiers=((256, 16), (512, 32)))
+FRAMES = Bucket(tiers=((256, 16), (512, 32), (1024, 64)))
+
+_EXACT = Bucket(tiers=())
+
+
+def tokens(length: int) -> int:
+    return TOKENS(length)
+
+
+def frames(length: int) -> int:
+    return FRAMES(length)
+
+
+@contextlib.contextmanager
+def exact_lengths() -> Iterator[None]:
+    """Run the block at exact lengths (bench A/B: what the buckets buy)."""
+    global TOKENS, FRAMES
+    saved = TOKENS, FRAMES
+    TOKENS = FRAMES = _EXACT
+    try:
+        yield
+    finally:
+        TOKENS, FRAMES = saved
