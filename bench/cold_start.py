@@ -4,7 +4,8 @@
 Starts `voicefleet serve` --runs times (default: the bundled real voice, no --model, as a
 pod starts), timing process start -> /readyz 200 (ready: loaded and warmed up; it serves
 from then on) and -> tuning done (/readyz detail `tuning.state`; CPU tuning runs after
-ready in idle gaps). The import of torch + transformers alone is timed in a fresh
+ready in idle gaps), and the server's resident memory once tuned (its kernels are built by
+then: engine/shapes.py). The import of torch + transformers alone is timed in a fresh
 interpreter for reference. Medians over runs. Target (issue 15): ready <= 5 s.
 
     .venv/bin/python bench/cold_start.py --json bench/results/cold_start.json
@@ -43,12 +44,14 @@ def main() -> int:
     tuned: list[float] = []
     imports: list[float] = []
     tunings = []
+    rss: list[float | None] = []
     for run in range(args.runs):
         imports.append(import_seconds())
         with harness.ServerProcess(args.model, args.serve_arg, name="cold-start") as srv:
             ready.append(srv.startup_s or 0.0)
             tuned.append(srv.tuned_s or 0.0)
             tunings.append(srv.tuning)
+            rss.append(srv.rss_mb())  # tuning built every shape bucket's kernels by now
         print(f"run {run + 1}: ready {ready[-1]:.2f} s, tuned {tuned[-1]:.2f} s "
               f"(import torch+transformers alone {imports[-1]:.2f} s); tuning {tunings[-1]}")
     value = statistics.median(ready)
@@ -57,7 +60,8 @@ def main() -> int:
         detail={"model": args.model or "(default voice)", "machine": harness.machine(),
                 "ready_s": ready, "tuned_s": tuned, "import_s": imports,
                 "tuned_median_s": statistics.median(tuned),
-                "import_median_s": statistics.median(imports), "tuning": tunings},
+                "import_median_s": statistics.median(imports),
+                "rss_tuned_mb": rss, "tuning": tunings},
     )
     return 0
 

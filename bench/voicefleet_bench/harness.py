@@ -158,6 +158,20 @@ class ServerProcess:
             "pending", "running"
         )
 
+    def rss_mb(self) -> float | None:
+        """The server process's resident memory now (None once it has exited)."""
+        if self.proc is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return None
+        kilobytes = next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")),
+            None,
+        )
+        return None if kilobytes is None else kilobytes / 1024
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import time
@@ -27,6 +26,7 @@ from voicefleet_server.api.bodylimit import BodyLimitMiddleware
 from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
+from voicefleet_server.engine import shapes
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving import requestid
 from voicefleet_server.serving.runtime import ModelRuntime, State
@@ -197,20 +197,11 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-# oneDNN (torch's CPU kernels) caches a compiled kernel per input shape. Model calls run
-# at bucketed lengths (engine/shapes.py), so the cache holds a bounded set that start-up
-# tuning builds: every bucket's kernels at float32 and at bf16 when tuning compares them
-# (~30 a bucket for a Piper voice, 32 frame buckets). 2048 holds both; a cache that held
-# fewer would rebuild kernels on every call (64, the cap before buckets, cut bf16 to 7
-# audio s per s on AMX: bench/RESULTS.md, "Shape buckets"). Memory: docs/reliability.md.
-ONEDNN_PRIMITIVE_CACHE_CAPACITY = "2048"
-
-
 def run(settings: ServerSettings) -> int:
     """Serve until stopped; the exit code: 0, or 1 when the model failed to load."""
     # Before the first kernel runs (the model loads in the lifespan); an operator's own
     # value in the environment wins.
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_PRIMITIVE_CACHE_CAPACITY)
+    shapes.size_kernel_cache()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

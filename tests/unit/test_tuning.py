@@ -262,9 +262,10 @@ async def test_precision_trials_are_warmed_then_interleaved() -> None:
     model = ScriptedModel(lambda size, autocast: 0.4)
     await tune(model, tune_precision=True, ceiling=1)
     labels = [label for _, label in model.calls]
-    # Two warm-ups, then pairs in alternating order (ABBA...) so drift hits both alike.
-    assert labels[:2] == ["float32", "bfloat16"]
-    assert labels[2:10] == ["float32", "bfloat16", "bfloat16", "float32"] * 2
+    # Each pair: both arms render the text once untimed (its kernels built), then timed,
+    # in alternating order (AB AB, BA BA, ...) so drift hits both alike.
+    ab, ba = ["float32", "bfloat16"], ["bfloat16", "float32"]
+    assert labels[:16] == (ab + ab + ba + ba) * 2
 
 
 async def test_batch_trials_use_fresh_texts() -> None:
@@ -301,19 +302,54 @@ class KernelWarming(ScriptedModel):
 
 
 @pytest.mark.parametrize("tune_precision", [True, False])
-async def test_every_shape_bucket_is_warmed_at_each_compared_precision_before_timing(
+async def test_every_shape_bucket_is_warmed_at_the_chosen_precision_before_batch_trials(
     tune_precision: bool,
 ) -> None:
-    model = KernelWarming(cpu_like)
-    report, _ = await tune(model, tune_precision=tune_precision, ceiling=2)
+    # bf16 clearly faster: it is chosen, and only its kernels are built for every bucket.
+    model = KernelWarming(lambda size, autocast: 0.25 if autocast is not None else 0.4)
+    report, engine = await tune(model, tune_precision=tune_precision, ceiling=2)
     assert report.state == "done", report.error
-    precisions = ["float32", "bfloat16"] if tune_precision else ["float32"]
-    for label in precisions:
-        frames = [f for p, _, f, _ in model.warmed if p == label]
-        assert frames == shapes.FRAMES.lengths()
-    assert {p for p, *_ in model.warmed} == set(precisions)
+    chosen = "bfloat16" if tune_precision else "float32"
+    assert {p for p, *_ in model.warmed} == {chosen}
+    threads = engine.call_threads
+    frames = [f for _, _, f, _ in model.warmed]
+    assert frames == [f for f in shapes.FRAMES.lengths() for _ in threads]
     assert {t for _, t, _, _ in model.warmed} == set(shapes.TOKENS.lengths())
-    assert all(calls == 0 for *_, calls in model.warmed)  # before any timed call
-    assert model.calls  # and timing followed
+    # After the precision trial (if any), before the batch trials.
+    trial_calls = 16 if tune_precision else 0
+    assert all(calls == trial_calls for *_, calls in model.warmed)
+    assert len(model.calls) > trial_calls
     assert report.kernels["buckets"] == len(shapes.FRAMES.lengths())
-    assert report.detail()["kernels"]["seconds"] >= 0
+    assert report.detail()["kernels"]["threads"] == threads
+
+
+async def test_kernels_are_warmed_at_every_thread_count_a_call_may_run_at() -> None:
+    seen: list[int] = []
+
+    class Counting(KernelWarming):
+        def warm_kernels(self, tokens: int, frames: int) -> None:
+            seen.append(torch.get_num_threads())
+
+    model = Counting(cpu_like)
+    engine = Engine(model, BatchLimits(1, 1 << 40, 0.0), max_queue=64, metrics=Metrics(), workers=2)  # type: ignore[arg-type]
+    cores = torch.get_num_threads()
+    assert engine.call_threads == sorted({cores, max(1, cores // 2)}, reverse=True)
+    engine.start()
+    try:
+        report = TuningReport()
+        await asyncio.wait_for(
+            tune_cpu(
+                engine,
+                model,  # type: ignore[arg-type]
+                tune_precision=False,
+                ceiling=1,
+                report=report,
+                clock=model.clock,
+            ),
+            30,
+        )
+    finally:
+        await engine.close()
+    assert report.state == "done", report.error
+    assert seen == engine.call_threads * len(shapes.FRAMES.lengths())
+    assert torch.get_num_threads() == cores  # the caller's own setting is untouched

@@ -403,9 +403,9 @@ class Engine:
         # Workers given up on after a batch timeout whose call has not returned yet.
         self._abandoned: list[_ModelWorker[Any]] = []
         # Calls that run on the worker only while no segment waits (start-up tuning probes).
-        self._idle_calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
-            collections.deque()
-        )
+        self._idle_calls: collections.deque[
+            tuple[Callable[[], Any], asyncio.Future[Any], int | None]
+        ] = collections.deque()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -488,8 +488,9 @@ class Engine:
         self._maybe_preempt()
         return futures
 
-    def run_when_idle(self, fn: Callable[[], _R]) -> asyncio.Future[_R]:
-        """Run `fn` on the model worker thread the next time no segment is waiting.
+    def run_when_idle(self, fn: Callable[[], _R], threads: int | None = None) -> asyncio.Future[_R]:
+        """Run `fn` on the model worker thread the next time no segment is waiting, at
+        `threads` intra-op threads (default: every core).
 
         For start-up tuning probes: they time the real model on the real worker thread,
         never run beside a batch, and never start while a segment waits (one that arrives
@@ -498,7 +499,7 @@ class Engine:
         if not self._accepting:
             raise EngineStopped("the server is draining")
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        self._idle_calls.append((fn, future))
+        self._idle_calls.append((fn, future, threads))
         self._wakeup.set()
         return future
 
@@ -712,17 +713,31 @@ class Engine:
             return [exc for _ in call.batch], 0.0, True
         return results, paused, False
 
+    @property
+    def call_threads(self) -> list[int]:
+        """The intra-op thread counts a model call may run at: every core alone, a share
+        of them beside other calls (oneDNN builds kernels per thread count as well)."""
+        return sorted({max(1, self._cores // n) for n in range(1, len(self._pool) + 1)})[::-1]
+
     async def _run_idle_call(
-        self, worker: _ModelWorker[Any], fn: Callable[[], Any], future: asyncio.Future[Any]
+        self,
+        worker: _ModelWorker[Any],
+        fn: Callable[[], Any],
+        future: asyncio.Future[Any],
+        threads: int | None,
     ) -> None:
         if future.done():  # cancelled by its caller
             return
-        threads = self._cores if len(self._pool) > 1 else None  # alone: every core
-        worker.threads_wanted = threads
+        if threads is None and len(self._pool) > 1:
+            threads = self._cores  # alone: every core
+        # One worker: the call's own thread count, then back to what batches run at.
+        worker.threads_wanted = threads if len(self._pool) > 1 else None
         worker.yields_cores = True  # tuning probes make way for anyone
         self._running[worker] = None
         try:
-            call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
+            call = asyncio.wrap_future(
+                worker.submit(lambda: self._timed_call(fn, threads, restore=len(self._pool) == 1))
+            )
             if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
                 self._abandon(worker)
                 self._timed_out(call, 0)
@@ -741,7 +756,7 @@ class Engine:
 
     def _fail_idle_calls(self, exc: Exception) -> None:
         while self._idle_calls:
-            _, future = self._idle_calls.popleft()
+            _, future, _ = self._idle_calls.popleft()
             if not future.done():
                 future.set_exception(exc)
 
@@ -850,20 +865,26 @@ class Engine:
         return self._timed_call(lambda: self.model.synthesize(items))
 
     @staticmethod
-    def _timed_call(fn: Callable[[], _R], threads: int | None = None) -> _R:
+    def _timed_call(fn: Callable[[], _R], threads: int | None = None, restore: bool = False) -> _R:
         """One model call, timed for the batch deadline (`_within_deadline`). A call nested
-        in another (urgent work at a preemption point) does not eat the other's deadline."""
+        in another (urgent work at a preemption point) does not eat the other's deadline.
+        `restore`: put the thread's intra-op thread count back afterwards."""
+        previous = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
-        worker = _ModelWorker.current()
-        if worker is None:
-            return fn()
-        outer = worker.call_started
-        started = worker.call_started = time.monotonic()
         try:
-            return fn()
+            worker = _ModelWorker.current()
+            if worker is None:
+                return fn()
+            outer = worker.call_started
+            started = worker.call_started = time.monotonic()
+            try:
+                return fn()
+            finally:
+                worker.call_started = None if outer is None else outer + time.monotonic() - started
         finally:
-            worker.call_started = None if outer is None else outer + time.monotonic() - started
+            if restore and threads is not None:
+                torch.set_num_threads(previous)
 
     def _publish_queue(self) -> None:
         self.metrics.queue_depth.set(len(self._waiting))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,18 @@ TOKENS = Bucket(tiers=((256, 16), (512, 32)))
 FRAMES = Bucket(tiers=((256, 16), (512, 32), (1024, 64)))
 
 _EXACT = Bucket(tiers=())
+
+# oneDNN's kernel cache must hold every bucket's kernels, or calls rebuild them: the cap of
+# 64 used before buckets existed (to keep one-off shapes from growing memory) cut bf16 to
+# 7 audio s per s on AMX. A Piper voice needs ~30 kernels a bucket and thread count, and
+# the precision trial adds the other precision's for its texts. Memory: docs/reliability.md.
+KERNEL_CACHE_CAPACITY = 2048
+
+
+def size_kernel_cache() -> None:
+    """Size oneDNN's kernel cache for the buckets; call before the first kernel runs. An
+    operator's own `ONEDNN_PRIMITIVE_CACHE_CAPACITY` wins."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(KERNEL_CACHE_CAPACITY))
 
 
 def tokens(length: int) -> int:

@@ -3,13 +3,17 @@
 CPU: whether bf16 autocast beats float32, and the batch limit, are measured with the real
 model on the engine's own worker thread, in idle gaps (`Engine.run_when_idle`): the pod is
 ready at once with safe settings (float32, batch 1) and switches when a measurement says
-so. Measured so that a noisy neighbour cannot fool it (bench finding F4): every candidate
-warmed first, fresh texts of varied lengths for every timed call (new tensor shapes, as
-real requests have), candidates interleaved over repeats, medians compared, and the more
-aggressive choice must win by a margin. CUDA: the padded-token budget comes from the VRAM
-budget by profiling probe batches (as vLLM profiles memory), and the allocator is capped
-at the budget so a misestimate is a recoverable OOM inside it, not a neighbour's crash.
-The choices are pure functions; `tune_cpu` only gathers their inputs.
+so. Measured so that a noisy neighbour cannot fool it (bench finding F4): fresh texts of
+varied lengths for every timed call, candidates interleaved over repeats, medians
+compared, and the more aggressive choice must win by a margin. And measured on what serving
+runs: calls run at bucketed shapes (engine/shapes.py) whose kernels are built before the
+timing (each precision pair's text rendered once untimed; then every bucket's kernels at
+the chosen precision, which requests find built too, before the batch trials).
+
+CUDA: the padded-token budget comes from the VRAM budget by profiling probe batches (as
+vLLM profiles memory), and the allocator is capped at the budget so a misestimate is a
+recoverable OOM inside it, not a neighbour's crash. The choices are pure functions;
+`tune_cpu` only gathers their inputs.
 """
 
 from __future__ import annotations
@@ -259,14 +263,6 @@ class _WarmsKernels(Protocol):
     def warm_kernels(self, tokens: int, frames: int) -> None: ...
 
 
-def _warm_bucket(
-    model: _WarmsKernels, tokens: int, frames: int, precisions: Sequence[Precision | None]
-) -> None:
-    for precision in precisions:
-        with _precision_set(model, precision):  # type: ignore[arg-type]
-            model.warm_kernels(tokens, frames)
-
-
 async def tune_cpu(
     engine: Engine,
     model: SpeechModel,
@@ -286,8 +282,6 @@ async def tune_cpu(
     report.started_at = time.monotonic()
     texts = probe_texts(plan.seed)
     try:
-        arms = _precision_arms(model.device) if tune_precision else None
-        await _warm_kernels(engine, model, list(arms.values()) if arms else [None], report)
         if tune_precision:
             choice = await _tune_precision(engine, model, texts, plan, report, render)
             if choice.label == "bfloat16":
@@ -296,6 +290,7 @@ async def tune_cpu(
             engine.metrics.set_precision(choice.label)
             if on_precision is not None:
                 on_precision(choice.label)
+        await _warm_kernels(engine, model, report)
         if ceiling > 1:
             await _tune_batching(engine, model, texts, plan, ceiling, report, render)
         report.state = "done"
@@ -311,28 +306,27 @@ def _precision_arms(device: str) -> dict[str, Precision]:
     return {"float32": Precision(device, None), "bfloat16": Precision(device, torch.bfloat16)}
 
 
-async def _warm_kernels(
-    engine: Engine,
-    model: SpeechModel,
-    precisions: Sequence[Precision | None],
-    report: TuningReport,
-) -> None:
-    """Build every shape bucket's kernels (engine/shapes.py) at each precision tuning
-    compares, one bucket per idle gap, before anything is timed: requests then find their
-    kernels built, and precision and batching are compared on what serving runs, not on
-    kernel building (bf16's is far slower to build on AMX CPUs: bench/RESULTS.md)."""
+async def _warm_kernels(engine: Engine, model: SpeechModel, report: TuningReport) -> None:
+    """Build every shape bucket's kernels (engine/shapes.py) at the precision in force and
+    at every thread count a call may run at, one bucket per idle gap: requests then find
+    their kernels built (building them cost more than running them, bf16's on AMX above
+    all: bench/RESULTS.md, "Shape buckets"), and batching is compared on what serving
+    runs, not on kernel building."""
     if not hasattr(model, "warm_kernels"):
         return
     warm: _WarmsKernels = model  # type: ignore[assignment]
     frames = shapes.FRAMES.lengths()
     tokens = shapes.TOKENS.lengths()
+    threads = engine.call_threads
     started = time.monotonic()
+    report.kernels = {"threads": threads, "buckets": 0, "of": len(frames)}
     for i, length in enumerate(frames):
         token_bucket = tokens[min(i, len(tokens) - 1)]
-        await engine.run_when_idle(
-            functools.partial(_warm_bucket, warm, token_bucket, length, precisions)
-        )
-        report.kernels = {"buckets": i + 1, "of": len(frames)}  # progress, for /readyz
+        for count in threads:
+            await engine.run_when_idle(
+                functools.partial(warm.warm_kernels, token_bucket, length), threads=count
+            )
+        report.kernels["buckets"] = i + 1  # progress, for /readyz
     report.kernels["seconds"] = round(time.monotonic() - started, 2)
 
 
@@ -345,8 +339,6 @@ async def _tune_precision(
     render: Callable[..., _Sample],
 ) -> PrecisionChoice:
     arms = _precision_arms(model.device)
-    for precision in arms.values():  # warm both: first calls pay for kernel set-up
-        await engine.run_when_idle(functools.partial(render, model, [next(texts)], 0, precision))
     speedups: list[float] = []
     correlations: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in arms}
@@ -354,6 +346,12 @@ async def _tune_precision(
         text = next(texts)
         order = list(arms) if i % 2 == 0 else list(reversed(arms))
         samples: dict[str, _Sample] = {}
+        # Untimed first: each arm builds the kernels of the text's shapes (engine/shapes.py),
+        # so the pair compares rendering, not kernel building.
+        for name in order:
+            await engine.run_when_idle(
+                functools.partial(render, model, [text], 1000 + i, arms[name])
+            )
         for name in order:  # the same fresh text and seed for both: paired, comparable
             samples[name] = await engine.run_when_idle(
                 functools.partial(render, model, [text], 1000 + i, arms[name])
