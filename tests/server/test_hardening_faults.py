@@ -70,16 +70,18 @@ def test_a_raising_item_fails_its_request_alone(faulty: ServerProcess) -> None:
     error = bad.json()["error"]
     assert error["code"] == "synthesis_failed" and "injected fault" in error["message"]
     assert [r.status_code for r in good] == [200] * 4
-    # Each mate got its own audio: its solo render, up to the few samples that bfloat16
-    # kernels round differently with another batch shape (seen: 10 to 29 of ~30,000, when
-    # the split after the failure leaves two mates in one call). Another caller's audio has
-    # another length or differs almost everywhere.
+    # Each mate got its own audio: its solo render, up to what bfloat16 kernels round
+    # differently with another batch shape. On this random-weight model a rounding step can
+    # grow through the vocoder over a stretch (seen: 2.4 % of one mate's samples, the same
+    # on the engine of `b50d104`; in float32 batched and solo renders agree to 1e-5:
+    # tests/unit/test_hifigan.py). Another caller's audio has another length (these four
+    # differ) or differs almost everywhere.
     for (text, seed, _), response in zip(mates, good, strict=True):
         solo = np.frombuffer(post(faulty.url, text, seed).content, dtype="<i2")
         batched = np.frombuffer(response.content, dtype="<i2")
         assert len(batched) == len(solo), f"seed {seed}: audio of another length"
         differing = float(np.mean(batched != solo))
-        assert differing < 0.01, f"seed {seed}: {differing:.1%} of samples differ from solo"
+        assert differing < 0.05, f"seed {seed}: {differing:.1%} of samples differ from solo"
     add("faults_survived")
 
 

@@ -555,9 +555,13 @@ class ModelRuntime:
         `first_index` among their request's segments (their seeds derive from it)."""
         model = self.model()
         loop = asyncio.get_running_loop()
-        token_lists = await loop.run_in_executor(
-            self._text_thread, _tokenize, model, list(segments)
-        )
+        # One text-thread job a segment: a one-liner arriving meanwhile waits for one
+        # segment's phonemes, not for a whole long text's (34 ms for the vs-Piper bench's
+        # ten sentences with espeak-ng; bench/RESULTS.md, "Fairness").
+        token_lists = [
+            await loop.run_in_executor(self._text_thread, model.tokenize, segment)
+            for segment in segments
+        ]
         return self._build(
             segments, token_lists, voice, speed=speed, seed=seed, first_index=first_index,
             fault=fault,
@@ -669,11 +673,6 @@ class ModelRuntime:
         pending = [f for f in futures if not f.done()]
         if pending and self._engine is not None:
             self._engine.cancel(pending)
-
-
-def _tokenize(model: SpeechModel, segments: list[str]) -> list[list[int]]:
-    """Runs on the text thread."""
-    return [model.tokenize(segment) for segment in segments]
 
 
 def _tokenize_timed(
