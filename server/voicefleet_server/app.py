@@ -26,7 +26,6 @@ from voicefleet_server.api.bodylimit import BodyLimitMiddleware
 from voicefleet_server.api.errors import error_response, install_error_handlers
 from voicefleet_server.api.routes import router
 from voicefleet_server.config import ServerSettings
-from voicefleet_server.engine import shapes
 from voicefleet_server.metrics import Metrics
 from voicefleet_server.serving import requestid
 from voicefleet_server.serving.runtime import ModelRuntime, State
@@ -199,9 +198,6 @@ class DrainingServer(uvicorn.Server):
 
 def run(settings: ServerSettings) -> int:
     """Serve until stopped; the exit code: 0, or 1 when the model failed to load."""
-    # Before the first kernel runs (the model loads in the lifespan); an operator's own
-    # value in the environment wins.
-    shapes.size_kernel_cache()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

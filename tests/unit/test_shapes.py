@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+from torch import nn
 from voicefleet_server.engine import shapes
 from voicefleet_server.engine.shapes import Bucket
 
@@ -37,3 +41,33 @@ def test_exact_lengths_switches_rounding_off_for_the_block() -> None:
     with shapes.exact_lengths():
         assert shapes.frames(17) == 17 and shapes.tokens(17) == 17
     assert shapes.frames(17) > 17
+
+
+def test_kernels_per_shape_counts_each_distinct_conv_once() -> None:
+    model = nn.Sequential(
+        nn.Conv1d(4, 4, 3, padding=1),
+        nn.Conv1d(4, 4, 3, padding=1),  # alike: the same kernel
+        nn.Conv1d(4, 8, 3, padding=1),
+        nn.Conv1d(4, 4, 3, padding=2, dilation=2),
+        nn.ConvTranspose1d(8, 4, 4, 2),
+        nn.Linear(4, 4),  # not a conv
+    )
+    assert shapes.kernels_per_shape(model) == 4
+
+
+def test_the_cache_holds_every_bucket_at_every_thread_count() -> None:
+    model = nn.Sequential(*(nn.Conv1d(4, 4, k) for k in range(1, 41)))  # 40 kernels a shape
+    need = 40 * len(shapes.FRAMES.lengths())
+    assert shapes.kernel_cache_capacity(model, 1) >= need
+    assert shapes.kernel_cache_capacity(model, 2) >= 2 * need
+    small = nn.Sequential(nn.Conv1d(1, 1, 1))
+    assert shapes.kernel_cache_capacity(small, 1) == shapes.KERNEL_CACHE_CAPACITY
+
+
+def test_an_operators_own_cache_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "77")
+    shapes.size_kernel_cache(5000)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "77"
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    shapes.size_kernel_cache(5000)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "5000"

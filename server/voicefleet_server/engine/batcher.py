@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from voicefleet_server.engine import preempt
+from voicefleet_server.engine.cpu import call_thread_counts
 from voicefleet_server.engine.model import (
     DeviceOutOfMemory,
     SpeechModel,
@@ -717,7 +718,7 @@ class Engine:
     def call_threads(self) -> list[int]:
         """The intra-op thread counts a model call may run at: every core alone, a share
         of them beside other calls (oneDNN builds kernels per thread count as well)."""
-        return sorted({max(1, self._cores // n) for n in range(1, len(self._pool) + 1)})[::-1]
+        return call_thread_counts(self._cores, len(self._pool))
 
     async def _run_idle_call(
         self,

@@ -92,3 +92,9 @@ def model_workers(requested: int, cores: int) -> int:
     """Model calls side by side on CPU: as asked, or (0) one per core. torch's threads
     scale poorly, so one-thread calls side by side do more work (bench/RESULTS.md G1)."""
     return requested if requested > 0 else max(1, cores)
+
+
+def call_thread_counts(cores: int, workers: int) -> list[int]:
+    """The intra-op thread counts a CPU model call may run at, most first: every core alone,
+    `cores // n` beside n - 1 other calls."""
+    return sorted({max(1, cores // n) for n in range(1, max(1, workers) + 1)}, reverse=True)

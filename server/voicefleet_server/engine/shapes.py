@@ -23,6 +23,9 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,36 @@ _EXACT = Bucket(tiers=())
 
 # oneDNN's kernel cache must hold every bucket's kernels, or calls rebuild them: the cap of
 # 64 used before buckets existed (to keep one-off shapes from growing memory) cut bf16 to
-# 7 audio s per s on AMX. A Piper voice needs ~30 kernels a bucket and thread count, and
-# the precision trial adds the other precision's for its texts. Memory: docs/reliability.md.
-KERNEL_CACHE_CAPACITY = 2048
+# 7 audio s per s on AMX. Memory: docs/reliability.md.
+KERNEL_CACHE_CAPACITY = 2048  # when the model is not known yet (bench scripts)
 
 
-def size_kernel_cache() -> None:
-    """Size oneDNN's kernel cache for the buckets; call before the first kernel runs. An
-    operator's own `ONEDNN_PRIMITIVE_CACHE_CAPACITY` wins."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(KERNEL_CACHE_CAPACITY))
+def kernels_per_shape(module: Any) -> int:
+    """Kernels one call at one new shape builds: one per distinct conv configuration (layers
+    alike share a kernel). 35 for a Piper medium voice, 57 for an mms-tts model."""
+    return len(
+        {
+            (type(conv).__name__, conv.in_channels, conv.out_channels, conv.kernel_size,
+             conv.stride, conv.padding, conv.dilation, conv.groups)
+            for conv in module.modules()
+            if isinstance(conv, nn.modules.conv._ConvNd)
+        }
+    )  # fmt: skip
+
+
+def kernel_cache_capacity(module: Any, thread_counts: int) -> int:
+    """A cache for every frame bucket's kernels at each thread count a call runs at (oneDNN
+    builds kernels per thread count too), and a quarter more for the rest: other batch
+    sizes, the precision trial's texts, weight reorders."""
+    need = kernels_per_shape(module) * len(FRAMES.lengths()) * thread_counts
+    return max(KERNEL_CACHE_CAPACITY, math.ceil(1.25 * need))
+
+
+def size_kernel_cache(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
+    """Size oneDNN's kernel cache; it reads the setting when it builds its first kernel,
+    so call this before the model's first call. An operator's own
+    `ONEDNN_PRIMITIVE_CACHE_CAPACITY` wins."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
 
 def tokens(length: int) -> int:

@@ -31,9 +31,9 @@ import numpy as np
 
 from voicefleet_server.coldstart import resume_collector
 from voicefleet_server.config import ServerSettings
-from voicefleet_server.engine import faults
+from voicefleet_server.engine import faults, shapes
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
-from voicefleet_server.engine.cpu import fit_threads_to_quota, model_workers
+from voicefleet_server.engine.cpu import call_thread_counts, fit_threads_to_quota, model_workers
 from voicefleet_server.engine.device import GpuMemoryReader, resolve_device, resolve_precision
 from voicefleet_server.engine.families import load_family
 from voicefleet_server.engine.model import SpeechModel, SynthesisItem, TextProfile, Voice
@@ -214,6 +214,12 @@ class ModelRuntime:
         )
         self.voice_library.encoder = family.encoder
         model = family.model
+        workers = 1 if device.startswith("cuda") else model_workers(settings.model_workers, cores)
+        module = getattr(model, "model", None)
+        if not device.startswith("cuda") and module is not None:
+            # Before the model's first call: oneDNN reads it when it builds its first kernel.
+            threads = len(call_thread_counts(cores, workers))
+            shapes.size_kernel_cache(shapes.kernel_cache_capacity(module, threads))
         model.warm_up()
         self._tune_precision = settings.autotune and wants_precision_tuning(
             device, settings.dtype, model
@@ -241,9 +247,7 @@ class ModelRuntime:
             max_queue=settings.max_queue,
             metrics=self.metrics,
             batch_timeout_s=settings.batch_timeout_s,
-            workers=1
-            if device.startswith("cuda")
-            else model_workers(settings.model_workers, cores),
+            workers=workers,
         )
 
     def _tune(self, model: SpeechModel, device: str) -> BatchLimits:
