@@ -123,16 +123,19 @@ def test_a_batch_split_over_several_timelines_equals_its_solo_renders(
 ) -> None:
     model = VitsModel.from_pretrained(tiny_model_dir if speakers == 1 else tiny_multispeaker_dir)
     decoder = model.eval().decoder
-    lengths = [23, 9, 17, 30]
-    # Buckets up to 40 frames: the four items need three timelines.
+    # Buckets up to 40 frames: the five items need four timelines, and one holds an item
+    # filling its bucket exactly (a dense timeline, narrower than the batch's rows).
+    lengths = [23, 9, 17, 24, 30]
     monkeypatch.setattr(shapes, "FRAMES", shapes.Bucket(tiers=((40, 8),)))
     gap = hifigan._prepared(decoder).gap
-    assert len(timeline_groups(lengths, gap, 40)) == 3
+    groups = timeline_groups(lengths, gap, 40)
+    assert groups == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    assert Timeline.of([24], gap).dense
     torch.manual_seed(3)
     spectrogram = torch.randn(len(lengths), decoder.config.flow_size, max(lengths))
     speaker = None
     if speakers > 1:
-        speaker = model.embed_speaker(torch.tensor([2, 0, 1, 2])).unsqueeze(-1)
+        speaker = model.embed_speaker(torch.tensor([2, 0, 1, 2, 1])).unsqueeze(-1)
     with torch.inference_mode():
         batched = masked_hifigan(decoder, spectrogram, speaker, torch.tensor(lengths))
         solo = [

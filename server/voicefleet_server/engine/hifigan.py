@@ -149,7 +149,7 @@ class Timeline:
         item i's samples (zeros past its length)."""
         hop = signal.shape[-1] // self.frames
         flat = signal.reshape(-1)
-        if self.dense:
+        if self.dense and self.frames == width:
             return flat.view(1, 1, -1)
         rows = flat.new_zeros(len(self.lengths), 1, width * hop)
         for row, (start, length) in enumerate(zip(self.starts, self.lengths, strict=True)):
