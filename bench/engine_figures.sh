@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns every benchmark behind the engine figures README and bench/RESULTS.md quote
 # (issue 15), in sequence, writing bench/results/*.json; then `make figures-bench`
-# refreshes the tables. About 25 minutes on the 2-vCPU build VM; run it on a quiet machine
+# refreshes the tables. About 40 minutes on the 2-vCPU build VM; run it on a quiet machine
 # (each JSON records the load average it saw).
 #
 #   bench/engine_figures.sh            # everything
