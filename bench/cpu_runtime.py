@@ -136,13 +136,12 @@ def main() -> int:
 
     # As the server does at start-up: torch's kernels built for every shape bucket
     # (engine/shapes.py), at each precision and thread count measured.
-    frames, tokens = shapes.FRAMES.lengths(), shapes.TOKENS.lengths()
     for precision in precisions.values():
         synth.precision = precision
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for i, length in enumerate(frames):
-                synth.warm_kernels(tokens[min(i, len(tokens) - 1)], length)
+            for tokens, frames in shapes.every_bucket():
+                synth.warm_kernels(tokens, frames)
     # Warm every variant once (first calls pay for one-off set-up).
     runtimes = ("onnxruntime", "torch", "torch-bf16")
     for name in runtimes:

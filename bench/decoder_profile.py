@@ -69,12 +69,11 @@ def main() -> int:
     render(fresh()[0])  # one-off set-up (weights prepared, phonemizer started)
     warm_up: dict[str, dict[str, float]] = {}
     rates: dict[str, dict[str, list[float]]] = {}
-    frames, tokens = shapes.FRAMES.lengths(), shapes.TOKENS.lengths()
     for name, precision in precisions.items():
         synth.precision = precision
         before, started = rss_mb(), time.perf_counter()
-        for i, length in enumerate(frames):
-            synth.warm_kernels(tokens[min(i, len(tokens) - 1)], length)
+        for tokens, frames in shapes.every_bucket():
+            synth.warm_kernels(tokens, frames)
         warm_up[name] = {"seconds": round(time.perf_counter() - started, 2),
                          "rss_mb_before": round(before), "rss_mb_after": round(rss_mb())}
         print(f"{name}: every bucket's kernels built in {warm_up[name]['seconds']} s, "
@@ -157,8 +156,8 @@ def main() -> int:
                 bf16["bucketed"] / rate_medians["float32"]["bucketed"], 3
             ),
             "warm_up": warm_up,
-            "frame_buckets": frames,
-            "token_buckets": tokens,
+            "frame_buckets": shapes.FRAMES.lengths(),
+            "token_buckets": shapes.TOKENS.lengths(),
             "stage_ms_per_sentence_median": medians,
             "stage_ms_per_sentence": stages,
             "sentences_per_round": args.sentences,

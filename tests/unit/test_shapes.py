@@ -71,3 +71,9 @@ def test_an_operators_own_cache_setting_wins(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
     shapes.size_kernel_cache(5000)
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "5000"
+
+
+def test_every_bucket_pairs_cover_each_token_and_frame_bucket() -> None:
+    pairs = shapes.every_bucket()
+    assert [f for _, f in pairs] == shapes.FRAMES.lengths()
+    assert {t for t, _ in pairs} == set(shapes.TOKENS.lengths())

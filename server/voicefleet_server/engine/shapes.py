@@ -98,6 +98,16 @@ def size_kernel_cache(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
 
+def every_bucket() -> list[tuple[int, int]]:
+    """(tokens, frames) pairs that cover every token and every frame bucket, one warm-up
+    call each (there are fewer token buckets: the longest repeats)."""
+    token_buckets = TOKENS.lengths()
+    return [
+        (token_buckets[min(i, len(token_buckets) - 1)], frame_bucket)
+        for i, frame_bucket in enumerate(FRAMES.lengths())
+    ]
+
+
 def tokens(length: int) -> int:
     return TOKENS(length)
 

@@ -315,18 +315,16 @@ async def _warm_kernels(engine: Engine, model: SpeechModel, report: TuningReport
     if not hasattr(model, "warm_kernels"):
         return
     warm: _WarmsKernels = model  # type: ignore[assignment]
-    frames = shapes.FRAMES.lengths()
-    tokens = shapes.TOKENS.lengths()
+    buckets = shapes.every_bucket()
     threads = engine.call_threads
     started = time.monotonic()
-    report.kernels = {"threads": threads, "buckets": 0, "of": len(frames)}
-    for i, length in enumerate(frames):
-        token_bucket = tokens[min(i, len(tokens) - 1)]
+    report.kernels = {"threads": threads, "buckets": 0, "of": len(buckets)}
+    for done, (tokens, frames) in enumerate(buckets, start=1):
         for count in threads:
             await engine.run_when_idle(
-                functools.partial(warm.warm_kernels, token_bucket, length), threads=count
+                functools.partial(warm.warm_kernels, tokens, frames), threads=count
             )
-        report.kernels["buckets"] = i + 1  # progress, for /readyz
+        report.kernels["buckets"] = done  # progress, for /readyz
     report.kernels["seconds"] = round(time.monotonic() - started, 2)
 
 

@@ -252,12 +252,12 @@ class VitsSynthesizer:
     def warm_kernels(self, tokens: int, frames: int) -> None:
         """Build the kernels for one shape bucket at the precision in force (start-up
         tuning runs this over every bucket in idle gaps)."""
-        autocast = self.precision.autocast
+        warm_kernels(self.model, tokens, frames, self._autocast(self.precision.autocast))
+
+    def _autocast(self, dtype: torch.dtype | None) -> torch.autocast | None:
+        """The autocast region for the heavy stages at `dtype` (None: float32 throughout)."""
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        warm_kernels(
-            self.model, tokens, frames,
-            None if autocast is None else torch.autocast(device_type, dtype=autocast),
-        )  # fmt: skip
+        return None if dtype is None else torch.autocast(device_type, dtype=dtype)
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         for item in items:
@@ -270,7 +270,6 @@ class VitsSynthesizer:
     ) -> list[np.ndarray]:
         input_ids, attention_mask = padded_token_batch(items, self.pad_token_id, shapes.tokens)
         speakers = torch.tensor([item.speaker_index for item in items], device=self.device)
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         waveform, lengths, token_samples = batched_vits_inference(
             self.model,
             input_ids.to(self.device),
@@ -278,7 +277,7 @@ class VitsSynthesizer:
             speakers,
             [item.speed for item in items],
             [int(item.seed or 0) for item in items],
-            None if autocast is None else torch.autocast(device_type, dtype=autocast),
+            self._autocast(autocast),
         )
         rows = waveform.cpu().numpy()
         durations = token_samples.cpu().tolist()
