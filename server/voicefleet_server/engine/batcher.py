@@ -736,7 +736,9 @@ class Engine:
         worker.yields_cores = True  # tuning probes make way for anyone
         self._running[worker] = None
         try:
-            call = asyncio.wrap_future(worker.submit(lambda: self._timed_call(fn, threads)))
+            call = asyncio.wrap_future(
+                worker.submit(lambda: self._timed_call(fn, threads, restore=len(self._pool) == 1))
+            )
             if self.batch_timeout_s > 0 and not await self._within_deadline(call, worker):
                 self._abandon(worker)
                 self._timed_out(call, 0)
@@ -864,10 +866,10 @@ class Engine:
         return self._timed_call(lambda: self.model.synthesize(items))
 
     @staticmethod
-    def _timed_call(fn: Callable[[], _R], threads: int | None = None) -> _R:
+    def _timed_call(fn: Callable[[], _R], threads: int | None = None, restore: bool = False) -> _R:
         """One model call, timed for the batch deadline (`_within_deadline`). A call nested
         in another (urgent work at a preemption point) does not eat the other's deadline.
-        `threads`: this call's intra-op threads; the thread's own count is put back after."""
+        `restore`: put the thread's intra-op thread count back afterwards."""
         previous = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
@@ -882,7 +884,7 @@ class Engine:
             finally:
                 worker.call_started = None if outer is None else outer + time.monotonic() - started
         finally:
-            if threads is not None:
+            if restore and threads is not None:
                 torch.set_num_threads(previous)
 
     def _publish_queue(self) -> None:
