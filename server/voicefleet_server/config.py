@@ -71,12 +71,12 @@ class ServerSettings(BaseModel):
         description="on SIGTERM, how long to finish accepted work before exiting",
     )
     model_workers: int = Field(
-        0,
+        1,
         ge=0,
         le=64,
         description="CPU: model calls run side by side, each with cores / running calls intra-op "
-        "threads (0: one per core of the CPU quota; 1: one call at a time with all of them); "
-        "ignored on CUDA",
+        "threads (1: one call at a time with every core, batched and preempted; 0: one per "
+        "core of the CPU quota); ignored on CUDA",
     )
     autotune: bool = Field(
         True,

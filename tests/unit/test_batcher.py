@@ -631,6 +631,23 @@ async def test_urgent_work_on_one_worker_pauses_long_form_work_on_the_others() -
         await engine.close()
 
 
+async def test_a_lone_newcomer_on_a_free_worker_pauses_long_form_work_beside_it() -> None:
+    """A long text's first segment leaves the other worker free (its later segments wait for
+    its first audio); a one-liner that starts there runs with every core while the long
+    segment waits, not on half of them beside it."""
+    with four_torch_threads():
+        model = LongFormModel()
+        engine = two_worker_engine(model)
+        engine.start()
+        long_text = engine.submit([item(1), item(5)])
+        await wait_for(lambda: 1 in model.ticks, "the long text's first segment renders")
+        newcomer = engine.submit([item(50)])[0]
+        await asyncio.gather(newcomer, *long_text)
+        assert model.seen["before"] == model.seen["after"], model.seen
+        assert model.seen["threads"] == 4
+        await engine.close()
+
+
 async def test_a_requests_later_segments_wait_for_its_first_audio_then_spread() -> None:
     """Beside its first segment on another worker, a later one would take half the cores
     and delay the first audio."""

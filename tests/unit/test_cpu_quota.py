@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,7 +67,39 @@ def test_fitting_sets_torch_threads_unless_omp_num_threads_is_set(
         torch.set_num_threads(before)
 
 
-def test_model_workers_default_to_one_per_core() -> None:
+def test_model_workers_zero_means_one_per_core() -> None:
     assert cpu.model_workers(0, 2) == 2
     assert cpu.model_workers(0, 1) == 1
     assert cpu.model_workers(3, 16) == 3
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def parallel_work() -> threading.Thread:
+    """A two-thread parallel region on the calling thread (OpenMP gives it a team)."""
+    torch.set_num_threads(2)
+    torch.ones(1 << 22).cumsum(0).sum()
+    torch.nn.functional.conv1d(torch.ones(1, 8, 1 << 16), torch.ones(8, 8, 3))
+    return threading.current_thread()
+
+
+async def test_a_loader_on_a_passing_thread_leaves_no_openmp_team_behind() -> None:
+    before = os_threads()
+    loader = await cpu.on_passing_thread(parallel_work)
+    loader.join(5)
+    assert not loader.is_alive()
+    await wait_until(lambda: os_threads() <= before, "the loader's team ends with it")
+    # The control: on a pooled thread the team outlives the work (the measurement can fail).
+    with concurrent.futures.ThreadPoolExecutor(1) as pooled:
+        await asyncio.get_running_loop().run_in_executor(pooled, parallel_work)
+        assert os_threads() >= before + 2  # the pooled thread and its team's other thread
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)

@@ -96,33 +96,42 @@ def _settle(
 
 
 class _SharedCores:
-    """The cores that several CPU workers share, and the right of way of urgent work.
+    """The cores that several CPU workers share, and the right of way of a newcomer.
 
-    While an urgent call (a newcomer's first segments) runs on one worker, long-form calls
-    on the others wait at their next preemption point, and the urgent call runs with every
-    core: a one-liner arriving during long-form work then takes about its idle time, not
-    its time on one core beside a running call.
+    While a lone newcomer's call runs (nested in long-form work as an urgent call, or on a
+    worker that was free), long-form calls on the other workers wait at their next
+    preemption point, and the newcomer runs with every core: a one-liner arriving during
+    long-form work then takes about its idle time, not its time on one core beside a
+    running call. Claims may overlap (one on each worker); the cores are clear when the
+    last ends.
     """
 
-    # A stuck urgent call must not freeze the other workers for good.
+    # A stuck claimant must not freeze the other workers for good.
     MAX_WAIT_S = 10.0
 
     def __init__(self, cores: int) -> None:
         self.cores = cores
+        self._claims = 0
+        self._lock = threading.Lock()
         self._clear = threading.Event()
         self._clear.set()
 
     @contextlib.contextmanager
     def claimed(self) -> Iterator[None]:
-        """Hold every core for the block (an urgent call), at every core's thread count."""
-        self._clear.clear()
+        """Hold every core for the block, at every core's thread count."""
+        with self._lock:
+            self._claims += 1
+            self._clear.clear()
         threads = torch.get_num_threads()
         torch.set_num_threads(self.cores)
         try:
             yield
         finally:
             torch.set_num_threads(threads)
-            self._clear.set()
+            with self._lock:
+                self._claims -= 1
+                if self._claims == 0:
+                    self._clear.set()
 
     def wait_while_claimed(self) -> None:
         if not self._clear.is_set():
@@ -560,7 +569,10 @@ class Engine:
         preemptible = all(
             s.progress.last_finished is not None or s.progress.segments > 1 for s in batch
         )
-        call = self._start(batch, urgent=False, worker=worker, preemptible=preemptible)
+        claim = not preemptible and self._lone_newcomer_beside_long_form(batch)
+        call = self._start(
+            batch, urgent=False, worker=worker, preemptible=preemptible, claim=claim
+        )
         self._running[worker] = call
         task = asyncio.get_running_loop().create_task(self._finish(call), name="voicefleet-call")
         self._finishing.add(task)
@@ -580,6 +592,23 @@ class Engine:
                 self._share_cores()  # the calls still running may take the freed cores
             self._mark_idle_if_empty()
             self._wakeup.set()  # a worker is free
+
+    def _lone_newcomer_beside_long_form(self, batch: list[_Segment]) -> bool:
+        """`batch` holds the only interactive newcomers, and every call running elsewhere
+        is long-form work (or a tuning probe) that can wait at its next preemption point:
+        the newcomer may claim every core, as an urgent call does (_SharedCores). With
+        other newcomers queued it keeps its share instead: under load, two one-thread
+        calls do more work than one two-thread call."""
+        if self._shared is None or not self._running:
+            return False
+        if any(s.progress.dispatched or s.slo_scale > 1.0 for s in batch):
+            return False
+        if any(call is not None and not call.preemptible for call in self._running.values()):
+            return False
+        return not any(
+            not s.progress.dispatched and s.slo_scale <= 1.0 and not s.future.cancelled()
+            for s in self._waiting.values()
+        )
 
     def _maybe_preempt(self) -> None:
         """Newcomers arrived while continuing work runs: send their most urgent segments
@@ -651,6 +680,8 @@ class Engine:
         threads = None
         if len(self._pool) > 1 and not urgent:
             threads = self._share_cores(starting=worker)
+            if claim:  # every core while the long-form calls beside it wait
+                threads = worker.threads_wanted = self._cores
         render = functools.partial(
             self._render_counting_pauses, [s.item for s in batch], urgent, threads, claim
         )
@@ -847,18 +878,16 @@ class Engine:
         claim: bool = False,
     ) -> tuple[list[np.ndarray | BaseException], float]:
         """`_render_isolating` (with `threads` intra-op threads on this worker thread, when
-        given; an urgent call that `claim`s runs with every core while long-form calls on
-        the other workers wait), and the seconds urgent calls nested in it took."""
+        given; a call that `claim`s runs with every core while long-form calls on the other
+        workers wait), and the seconds urgent calls nested in it took."""
         if threads is not None:
             torch.set_num_threads(threads)  # OpenMP's count is this thread's own setting
         before = preempt.paused_seconds()
-        if urgent:
-            # Nested inside a paused call, possibly within its autocast region: this render
-            # sets up its own precision.
-            cores = self._shared.claimed() if claim and self._shared else contextlib.nullcontext()
-            with torch.autocast("cpu", enabled=False), cores:
-                results = self._render_isolating(items)
-        else:
+        cores = self._shared.claimed() if claim and self._shared else contextlib.nullcontext()
+        # Nested inside a paused call, possibly within its autocast region, an urgent
+        # render sets up its own precision.
+        precision = torch.autocast("cpu", enabled=False) if urgent else contextlib.nullcontext()
+        with precision, cores:
             results = self._render_isolating(items)
         return results, preempt.paused_seconds() - before
 

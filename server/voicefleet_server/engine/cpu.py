@@ -1,5 +1,5 @@
-"""The CPU a pod really has: its cgroup quota, torch's intra-op threads fitted to it, and
-how many model calls run side by side.
+"""The CPU a pod really has: its cgroup quota, torch's intra-op threads fitted to it, how
+many model calls run side by side, and which threads may run torch's parallel regions.
 
 torch sizes its thread pool by the cores it can see, not by the pod's CPU limit: a pod
 limited to 2 CPUs on a 64-core node would run 64 threads in 2 CPUs' worth of time slices,
@@ -10,13 +10,18 @@ An explicit OMP_NUM_THREADS is the operator's choice and is left alone.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -89,8 +94,10 @@ def fit_threads_to_quota() -> int:
 
 
 def model_workers(requested: int, cores: int) -> int:
-    """Model calls side by side on CPU: as asked, or (0) one per core. torch's threads
-    scale poorly, so one-thread calls side by side do more work (bench/RESULTS.md G1)."""
+    """Model calls side by side on CPU: as asked, or (0) one per core. One (the default)
+    keeps one OpenMP team in the process (see `on_passing_thread`): each worker that runs a
+    multi-threaded call holds a team of its own, and with more team threads than cores
+    they all sleep between parallel regions (bench/RESULTS.md, "One OpenMP team")."""
     return requested if requested > 0 else max(1, cores)
 
 
@@ -98,3 +105,21 @@ def call_thread_counts(cores: int, workers: int) -> list[int]:
     """The intra-op thread counts a CPU model call may run at, most first: every core alone,
     `cores // n` beside n - 1 other calls."""
     return sorted({max(1, cores // n) for n in range(1, max(1, workers) + 1)}, reverse=True)
+
+
+async def on_passing_thread(fn: Callable[[], _T]) -> _T:
+    """`fn()` on a thread of its own that ends when it returns (model loading and warm-up).
+
+    OpenMP (libgomp, torch's CPU runtime) keeps a team of threads for every thread that ran
+    a parallel region, for that thread's whole life; once the process holds more of them
+    than it has cores, every team's threads sleep between parallel regions instead of
+    spinning, and a multi-threaded model call pays a wake-up per region. A loader on a
+    pooled thread (`asyncio.to_thread`) would leave its team behind beside the model
+    worker's: two-thread calls on the worker then measured 35-45 % slower on a 2-core VM
+    (bench/RESULTS.md, "One OpenMP team").
+    """
+    once = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voicefleet-load")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(once, fn)
+    finally:
+        once.shutdown(wait=False)  # its thread ends now, and its team with it
