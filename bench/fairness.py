@@ -105,6 +105,9 @@ def main() -> int:
         tuning = server.tuning
         for r in range(args.rounds):
             res = asyncio.run(_round(server.url, lines, long_text))
+            # The abandoned long text's segment in flight ends before the next idle phase.
+            assert server.proc is not None
+            res["quiet_wait_s"] = round(harness.wait_until_quiet([server.proc.pid]), 2)
             rounds.append(res)
             print(f"round {r + 1}: idle p95 {stats.percentile(res['idle'], 95):.2f} s, "
                   f"during long text p95 {stats.percentile(res['loaded'], 95):.2f} s "

@@ -13,7 +13,8 @@ With `--rounds N` every phase runs N times, interleaved, and the figures pool th
 a noisy neighbour's burst then weighs on one round of both servers, not one server.
 Targets (issue 15): fairness <= half of Piper's; throughput at 8 streams >= Piper's.
 Non-streamed WAV on both sides; client and both servers share this machine's CPUs (only
-the server being measured has work).
+the server being measured has work: after every phase the script waits until both server
+processes are quiet, since a server may go on rendering a text its client abandoned).
 
     .venv/bin/python bench/vs_piper.py --json bench/results/vs_piper.json
     .venv/bin/python bench/vs_piper.py --seconds 10 --probes 5      # quicker
@@ -99,7 +100,7 @@ class PiperServer:
 
 
 async def measure(
-    servers: list[peers.Peer], args: argparse.Namespace
+    servers: list[peers.Peer], pids: list[int], args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     rng = random.Random(8)
     probes = [texts.sentence(rng, 5, 9) for _ in range(args.probes)]
@@ -112,6 +113,9 @@ async def measure(
         p.name: {phase: [] for phase in phases} for p in servers
     }
     long_text_runs = {p.name: 0 for p in servers}
+    # Seconds each peer's phase left its server busy after it ended (an abandoned long text
+    # that Piper renders to the end): waited out before the next phase, whoever runs it.
+    quiet_waits: dict[str, list[float]] = {p.name: [] for p in servers}
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
         for peer in servers:  # warm-up: first calls pay for kernel and phonemizer set-up
             for text in probes[:2]:
@@ -132,6 +136,8 @@ async def measure(
                         )
                     rounds[peer.name][phase].append(result)
                     print(f"{peer.name:>10} {phase:>10} (round {round_no}): {result.summary()}")
+                    waited = await asyncio.to_thread(harness.wait_until_quiet, pids)
+                    quiet_waits[peer.name].append(round(waited, 2))
                 order.reverse()  # alternate who goes first
     raw: dict[str, dict[str, Any]] = {}
     for name, by_phase in rounds.items():
@@ -161,6 +167,7 @@ async def measure(
                        "long_text_runs": r["long_text_runs"],
                        "throughput": {s: ph.summary() for s, ph in r["throughput"].items()},
                        "throughput_by_round": r["throughput_by_round"],
+                       "quiet_wait_s": quiet_waits[name],
                        "errors": idle.errors + loaded.errors
                        + sum(ph.errors for ph in r["throughput"].values())},
         }
@@ -199,7 +206,8 @@ def main() -> int:
                   f"{ours.startup_s:.1f} s (tuned at {ours.tuned_s:.1f} s: {ours.tuning})")
             servers = [peers.Peer("voicefleet", ours.url, "voicefleet"),
                        peers.Peer("piper", piper.url, "piper")]
-            summary = asyncio.run(measure(servers, args))
+            assert ours.proc is not None
+            summary = asyncio.run(measure(servers, [ours.proc.pid, piper.proc.pid], args))
             tuning = ours.tuning
     finally:
         piper.stop()

@@ -211,6 +211,40 @@ def report_ratio(name: str, value: float | None, *, target: str | None = None,
         Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by the processes `pids` and their children (espeak-ng)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(entry.name) in pids or int(fields[1]) in pids:
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
+    return total / tick
+
+
+def wait_until_quiet(
+    pids: Sequence[int], *, idle_share: float = 0.1, window_s: float = 0.5, timeout_s: float = 60
+) -> float:
+    """Wait until `pids` use under `idle_share` of one core over a `window_s` window: work a
+    server goes on with after its client hung up (Piper finishes an abandoned text) must not
+    land in the next phase, on either server. Returns the seconds waited; raises on timeout."""
+    started = time.monotonic()
+    before = cpu_seconds(pids)
+    while True:
+        time.sleep(window_s)
+        now = cpu_seconds(pids)
+        if now - before < idle_share * window_s:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"processes {list(pids)} still busy after {timeout_s:g}s")
+        before = now
+
+
 def line_buffered_stdout() -> None:
     """Print each line as it comes, also into a file or pipe: a long run stopped half-way
     still leaves its finished rounds in the log."""

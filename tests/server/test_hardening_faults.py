@@ -109,6 +109,31 @@ def test_nan_output_is_rerun_in_float32(faulty: ServerProcess) -> None:
     add("faults_survived")
 
 
+def test_a_caller_who_hangs_up_leaves_nothing_queued(faulty: ServerProcess) -> None:
+    """A whole-file request whose client closes the connection is dropped at once: its
+    segments leave the queue while the worker is still busy, instead of rendering later
+    for nobody ahead of the callers who wait."""
+    hold = threading.Thread(target=post, args=(faulty.url, "Hold the worker.", 21, "hang=2.2"))
+    hold.start()
+    time.sleep(0.3)  # the held call is on the worker; what comes next queues
+    sentences = " ".join(f"Queued sentence number {n} waits here." for n in range(12))
+    gave_up = threading.Thread(target=lambda: _hang_up_after(faulty.url, sentences, 0.8))
+    gave_up.start()
+    assert _wait_for(lambda: metric(faulty.url, "voicefleet_queue_depth") >= 2, 2)
+    gave_up.join(10)
+    assert _wait_for(lambda: metric(faulty.url, "voicefleet_queue_depth") == 0, 1.0)
+    assert hold.is_alive()  # emptied by the hang-up, not by the worker getting to it
+    hold.join(30)
+
+
+def _hang_up_after(url: str, text: str, seconds: float) -> None:
+    body = {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm",
+            "seed": 22}  # fmt: skip
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/audio/speech", json=body, headers=auth(),
+                   timeout=httpx.Timeout(30, read=seconds))  # fmt: skip
+
+
 def test_a_hang_gets_504_the_worker_recovers_and_liveness_reflects_the_stuck_thread(
     faulty: ServerProcess,
 ) -> None:

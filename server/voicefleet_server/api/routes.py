@@ -21,6 +21,7 @@ from fastapi.responses import (
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voicefleet_server.api.auth import caller
+from voicefleet_server.api.disconnect import hung_up, unless_disconnected
 from voicefleet_server.api.errors import error_response
 from voicefleet_server.api.schemas import (
     CaptionedSpeech,
@@ -102,7 +103,10 @@ async def create_speech(body: SpeechRequest, svc: Svc, request: Request, who: Ca
         )
     spec = _speech_spec(body, svc, request, who, "speech")
     if body.stream_format is None:
-        audio, media_type = await svc.speech.speak(spec)
+        answer = await unless_disconnected(request, svc.speech.speak(spec))
+        if answer is None:
+            return hung_up()
+        audio, media_type = answer
         return Response(audio, media_type=media_type)
     chunks, media_type = await svc.speech.stream(spec)
     return StreamingResponse(chunks, media_type=media_type, headers={"Cache-Control": "no-cache"})
@@ -151,7 +155,9 @@ async def create_captioned_speech(
         return StreamingResponse(
             chunks, media_type=media_type, headers={"Cache-Control": "no-cache"}
         )
-    answer = await svc.speech.captioned(spec)
+    answer = await unless_disconnected(request, svc.speech.captioned(spec))
+    if answer is None:
+        return hung_up()
     return CaptionedSpeech(
         audio=base64.b64encode(answer.audio).decode("ascii"),
         format=answer.format,

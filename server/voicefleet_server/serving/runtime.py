@@ -686,10 +686,12 @@ class ModelRuntime:
         return futures
 
     def cancel(self, futures: Sequence[asyncio.Future[np.ndarray]]) -> None:
-        """Drop the unfinished ones among `futures` (their caller went away or failed)."""
-        pending = [f for f in futures if not f.done()]
-        if pending and self._engine is not None:
-            self._engine.cancel(pending)
+        """Drop the unfinished ones among `futures` (their caller went away or failed).
+        Cancelled ones count as unfinished: a cancelled `gather` has already cancelled its
+        futures, and their segments still wait in the queue until the engine drops them."""
+        unfinished = [f for f in futures if not f.done() or f.cancelled()]
+        if unfinished and self._engine is not None:
+            self._engine.cancel(unfinished)
 
 
 def _tokenize_timed(
