@@ -12,7 +12,8 @@ first, in phases on the same worker thread:
   loader on a pooled thread or a second model worker would;
 - alone again: that thread has ended (its team with it).
 Phases alternate over rounds (alone, docked, alone, docked, ...), and each JSON keeps the
-context switches the process made per phase (libgomp's sleeping threads show there).
+context switches the process's threads made per phase (libgomp's sleeping threads
+show there).
 RATIO = docked / alone throughput, bf16 (below 1: the second team costs that much).
 
     .venv/bin/python bench/openmp_teams.py --json bench/results/openmp_teams.json
@@ -21,6 +22,7 @@ RATIO = docked / alone throughput, bf16 (below 1: the second team costs that muc
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import statistics
 import threading
@@ -32,17 +34,26 @@ from typing import Any
 from voicefleet_bench import harness, texts
 
 
-def context_switches() -> int:
-    """Voluntary + involuntary context switches of every thread of this process so far."""
-    total = 0
+def context_switches() -> dict[int, int]:
+    """Voluntary + involuntary context switches so far, by thread of this process."""
+    counts = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
+            lines = (task / "status").read_text().splitlines()
         except OSError:
             continue  # a thread that ended meanwhile
-    return total
+        counts[int(task.name)] = sum(
+            int(line.split()[1])
+            for line in lines
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+        )
+    return counts
+
+
+def switches_since(before: dict[int, int]) -> int:
+    """Context switches made since `before` by the threads alive now (a thread that ended
+    meanwhile takes its count with it)."""
+    return sum(count - before.get(tid, 0) for tid, count in context_switches().items())
 
 
 class Worker:
@@ -65,7 +76,7 @@ class Worker:
             done.set()
 
     def run(self, fn: Callable[[], Any]) -> Any:
-        done, out = threading.Event(), []
+        done, out = threading.Event(), list[Any]()
         with self._ready:
             self._jobs.append((fn, done, out))
             self._ready.notify()
@@ -127,7 +138,7 @@ def main() -> int:
     rates: dict[str, dict[str, list[float]]] = {
         phase: {name: [] for name in precisions} for phase in ("alone", "docked")
     }
-    switches: dict[str, list[float]] = {"alone": [], "docked": []}
+    switches: dict[str, list[int]] = {"alone": [], "docked": []}
     for r in range(args.rounds):
         for phase in ("alone", "docked"):
             other = None
@@ -139,10 +150,10 @@ def main() -> int:
             before = context_switches()
             for name in precisions if r % 2 == 0 else reversed(list(precisions)):
                 batch = [texts.sentence(rng, 6, 12) for _ in range(args.texts)]
-                rate = worker.run(lambda n=name, b=batch: render_rate(n, b))
+                rate = worker.run(functools.partial(render_rate, name, batch))
                 rates[phase][name].append(rate)
                 print(f"round {r + 1} {phase:>6} {name:>7}: {rate:6.2f} audio s/s")
-            switches[phase].append(context_switches() - before)
+            switches[phase].append(switches_since(before))
             if other is not None:
                 stop_docked.set()
                 other.join()
