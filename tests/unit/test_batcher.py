@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from polling import wait_for
 from voicefleet_server.engine import preempt
 from voicefleet_server.engine.batcher import Engine, EngineStopped, QueueFull
 from voicefleet_server.engine.model import SynthesisItem, SynthesisTimeout, Voice
@@ -344,14 +345,6 @@ class SteppedModel(FakeModel):
         with self.lock:
             self.log += [("end", i) for i in ids]
         return waves
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"never happened: {what}")
 
 
 async def test_a_newcomer_runs_at_a_preemption_point_of_a_long_texts_segment() -> None:

@@ -6,12 +6,11 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from polling import wait_for
 from voicefleet_server.engine import cpu
 
 
@@ -90,16 +89,9 @@ async def test_a_loader_on_a_passing_thread_leaves_no_openmp_team_behind() -> No
     loader = await cpu.on_passing_thread(parallel_work)
     loader.join(5)
     assert not loader.is_alive()
-    await wait_until(lambda: os_threads() <= before, "the loader's team ends with it")
+    await wait_for(lambda: os_threads() <= before, "the loader's team ends with it")
     # The control: on a pooled thread the team outlives the work (the measurement can fail).
     with concurrent.futures.ThreadPoolExecutor(1) as pooled:
         await asyncio.get_running_loop().run_in_executor(pooled, parallel_work)
         assert os_threads() >= before + 2  # the pooled thread and its team's other thread
 
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.02)

@@ -299,6 +299,13 @@ class _Segment:
     estimated_audio_s: float
     progress: _Progress
 
+    @property
+    def newcomer(self) -> bool:
+        """Interactive work (not a background job) of a request none of whose segments has
+        gone to the model yet, still wanted by its caller: it may preempt long-form work."""
+        interactive = self.slo_scale <= 1.0
+        return interactive and not self.progress.dispatched and not self.future.cancelled()
+
     def view(self, slot_s: float) -> Waiting:
         slot = slot_s * self.slo_scale
         deadline = segment_deadline(self.enqueued_at, self.index, slot)
@@ -599,16 +606,11 @@ class Engine:
         the newcomer may claim every core, as an urgent call does (_SharedCores). With
         other newcomers queued it keeps its share instead: under load, two one-thread
         calls do more work than one two-thread call."""
-        if self._shared is None or not self._running:
-            return False
-        if any(s.progress.dispatched or s.slo_scale > 1.0 for s in batch):
+        if self._shared is None or not self._running or not all(s.newcomer for s in batch):
             return False
         if any(call is not None and not call.preemptible for call in self._running.values()):
             return False
-        return not any(
-            not s.progress.dispatched and s.slo_scale <= 1.0 and not s.future.cancelled()
-            for s in self._waiting.values()
-        )
+        return not any(s.newcomer for s in self._waiting.values())
 
     def _maybe_preempt(self) -> None:
         """Newcomers arrived while continuing work runs: send their most urgent segments
@@ -628,11 +630,7 @@ class Engine:
         if target is None:
             return
         # Interactive newcomers only: background work (jobs, slo_scale > 1) waits its turn.
-        fresh = [
-            s
-            for s in self._waiting.values()
-            if not s.progress.dispatched and s.slo_scale <= 1.0 and not s.future.cancelled()
-        ]
+        fresh = [s for s in self._waiting.values() if s.newcomer]
         if not fresh:
             return
         chosen = select_batch([s.view(self.deadline_slot_s) for s in fresh], self.limits)

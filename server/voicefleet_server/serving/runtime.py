@@ -550,7 +550,7 @@ class ModelRuntime:
             )
 
     async def segments(self, text: str, *, speed: float = 1.0) -> list[str]:
-        """Stage 1 for one whole text (a speech request), on the text thread."""
+        """Stage 1 for one whole text (a speech request), on a prep thread."""
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(
             self._prep_threads, lambda: self.prepare(text, speed=speed)
