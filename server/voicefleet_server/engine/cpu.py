@@ -115,8 +115,8 @@ async def on_passing_thread(fn: Callable[[], _T]) -> _T:
     than it has cores, every team's threads sleep between parallel regions instead of
     spinning, and a multi-threaded model call pays a wake-up per region. A loader on a
     pooled thread (`asyncio.to_thread`) would leave its team behind beside the model
-    worker's: two-thread calls on the worker then measured 35-45 % slower on a 2-core VM
-    (bench/RESULTS.md, "One OpenMP team").
+    worker's: two-thread calls on the worker then did 0.63-0.78x their work alone on a
+    2-core VM (bench/openmp_teams.py; bench/RESULTS.md, "One OpenMP team").
     """
     once = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voicefleet-load")
     try:
