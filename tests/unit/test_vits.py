@@ -146,6 +146,48 @@ def test_on_cpu_bf16_autocast_leaves_the_text_encoder_in_float32(
     assert seen == {"encoder": False, "decoder": True}
 
 
+def _conv_input_shapes(model: Any) -> tuple[dict[str, set[tuple[int, ...]]], list[Any]]:
+    """Every conv's input shapes, recorded by hooks (returned to be removed)."""
+    seen: dict[str, set[tuple[int, ...]]] = {}
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda _m, args, name=name: seen.setdefault(name, set()).add(tuple(args[0].shape))
+        )
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Conv1d | torch.nn.ConvTranspose1d)
+    ]
+    return seen, hooks
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_model_dir", "tiny_multispeaker_dir"])
+def test_warming_a_bucket_runs_every_conv_a_render_in_it_runs(
+    checkpoint: str, request: pytest.FixtureRequest
+) -> None:
+    """Start-up tuning warms each shape bucket so that requests find their kernels built:
+    every conv a render runs (duration predictor included) must run at the same shapes."""
+    synth = VitsSynthesizer(request.getfixturevalue(checkpoint), FP32)
+    rendered, hooks = _conv_input_shapes(synth.model)
+    synth.synthesize([SynthesisItem(synth.tokenize("a few fine words."), seed=1)])
+    for hook in hooks:
+        hook.remove()
+
+    def length(stage: str) -> int:  # the render's (bucketed) length in that stage
+        return max(
+            shape[-1]
+            for name, found in rendered.items()
+            if name.startswith(stage)
+            for shape in found
+        )
+
+    assert any(name.startswith("duration_predictor.") for name in rendered)
+    warmed, _ = _conv_input_shapes(synth.model)
+    synth.warm_kernels(length("duration_predictor."), length("flow."))
+    missing = {
+        name: found for name, found in rendered.items() if not found <= warmed.get(name, set())
+    }
+    assert not missing
+
+
 def test_token_durations_sum_to_the_audio_and_match_solo(tiny_model_dir: str) -> None:
     synth = VitsSynthesizer(tiny_model_dir, FP32)
     short = SynthesisItem(synth.tokenize("a short one."), seed=11)

@@ -84,28 +84,7 @@ def batched_vits_inference(
     prior_means = encoded.prior_means.float()
     prior_log_variances = encoded.prior_log_variances.float()
 
-    # Duration prediction stays in float32: its spline flows fail in reduced precision.
-    token_counts = attention_mask.sum(dim=1).tolist()
-    if config.use_stochastic_duration_prediction:
-        dp = model.duration_predictor
-        conditioning = dp.conv_pre(hidden)
-        if speaker is not None:
-            conditioning = conditioning + dp.cond(speaker)
-        conditioning = dp.conv_dds(conditioning, input_mask)
-        conditioning = dp.conv_proj(conditioning) * input_mask
-        flows = list(reversed(dp.flows))
-        flows = [*flows[:-2], flows[-1]]  # as transformers: the last-but-one flow is unused
-        latents = torch.zeros(batch, 2, input_ids.shape[1])
-        for i, count in enumerate(token_counts):
-            latents[i, :, : int(count)] = _noise(generators[i], (2, int(count)))
-        latents = latents.to(device) * model.noise_scale_duration
-        for flow in flows:
-            latents = torch.flip(latents, [1])
-            latents, _ = flow(latents, input_mask, global_conditioning=conditioning, reverse=True)
-        log_duration, _ = torch.split(latents, [1, 1], dim=1)
-    else:
-        log_duration = model.duration_predictor(hidden, input_mask, speaker)
-
+    log_duration = predict_log_durations(model, hidden, input_mask, speaker, generators)
     preemption_point()
     # The checkpoint's own rate (transformers' `speaking_rate`; a Piper voice's
     # 1/length_scale) times each item's requested speed.
@@ -145,6 +124,38 @@ def batched_vits_inference(
     )
 
 
+def predict_log_durations(
+    model: Any,
+    hidden: torch.Tensor,
+    input_mask: torch.Tensor,
+    speaker: torch.Tensor | None,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """Log duration of each token (batch, 1, tokens), from the text encoder's `hidden`
+    (batch, channels, tokens) under `input_mask` (batch, 1, tokens), with each item's
+    seeded noise for the stochastic predictor. Stays in float32: its spline flows fail in
+    reduced precision."""
+    if not model.config.use_stochastic_duration_prediction:
+        return model.duration_predictor(hidden, input_mask, speaker)
+    dp = model.duration_predictor
+    conditioning = dp.conv_pre(hidden)
+    if speaker is not None:
+        conditioning = conditioning + dp.cond(speaker)
+    conditioning = dp.conv_dds(conditioning, input_mask)
+    conditioning = dp.conv_proj(conditioning) * input_mask
+    flows = list(reversed(dp.flows))
+    flows = [*flows[:-2], flows[-1]]  # as transformers: the last-but-one flow is unused
+    latents = torch.zeros(hidden.shape[0], 2, hidden.shape[2])
+    for i, count in enumerate(input_mask.sum(dim=(1, 2)).tolist()):
+        latents[i, :, : int(count)] = _noise(generators[i], (2, int(count)))
+    latents = latents.to(hidden.device) * model.noise_scale_duration
+    for flow in flows:
+        latents = torch.flip(latents, [1])
+        latents, _ = flow(latents, input_mask, global_conditioning=conditioning, reverse=True)
+    log_duration, _ = torch.split(latents, [1, 1], dim=1)
+    return log_duration
+
+
 @torch.inference_mode()
 def warm_kernels(
     model: Any,
@@ -153,18 +164,27 @@ def warm_kernels(
     autocast: contextlib.AbstractContextManager[object] | None = None,
 ) -> None:
     """Build the kernels a one-item call at these (bucketed) lengths runs: the text encoder
-    over `tokens`, the flows and the vocoder over `frames` (engine/shapes.py). On zeros:
-    only the shapes matter, and oneDNN keeps the kernels for the requests that follow."""
+    and the duration predictor over `tokens`, the flows and the vocoder over `frames`
+    (engine/shapes.py), with a speaker's conditioning where the model has speakers. On
+    zeros: only the shapes matter, and oneDNN keeps the kernels for the requests that follow."""
     device = next(model.parameters()).device
     ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
     present = torch.ones(1, tokens, dtype=torch.long, device=device)
-    model.text_encoder(
+    encoded = model.text_encoder(
         input_ids=ids, padding_mask=present.unsqueeze(-1).float(), attention_mask=present
     )
+    speaker = None
+    if model.config.num_speakers > 1:
+        first = torch.zeros(1, dtype=torch.long, device=device)
+        speaker = model.embed_speaker(first).unsqueeze(-1)
+    hidden = encoded.last_hidden_state.float().transpose(1, 2)
+    predict_log_durations(
+        model, hidden, present.unsqueeze(1).float(), speaker, [torch.Generator().manual_seed(0)]
+    )
     spectrogram = torch.zeros(1, model.config.flow_size, frames, device=device)
-    model.flow(spectrogram, torch.ones(1, 1, frames, device=device), None, reverse=True)
+    model.flow(spectrogram, torch.ones(1, 1, frames, device=device), speaker, reverse=True)
     with autocast if autocast is not None else contextlib.nullcontext():
-        masked_hifigan(model.decoder, spectrogram, None, torch.tensor([frames]))
+        masked_hifigan(model.decoder, spectrogram, speaker, torch.tensor([frames]))
 
 
 def with_preemption_points(model: Any) -> Any:
