@@ -5,8 +5,9 @@ Starts `voicefleet serve` --runs times (default: the bundled real voice, no --mo
 pod starts), timing process start -> /readyz 200 (ready: loaded and warmed up; it serves
 from then on) and -> tuning done (/readyz detail `tuning.state`; CPU tuning runs after
 ready in idle gaps), and the server's resident memory once tuned (its kernels are built by
-then: engine/shapes.py). The import of torch + transformers alone is timed in a fresh
-interpreter for reference. Medians over runs. Target (issue 15): ready <= 5 s.
+then: engine/shapes.py). The server's imports alone (app, torch, transformers' VITS modeling
+code) are timed in a fresh interpreter before each start: ready minus that is what start-up
+itself costs (loading, warm-up, serving). Medians over runs. Target (issue 15): ready <= 5 s.
 
     .venv/bin/python bench/cold_start.py --json bench/results/cold_start.json
     .venv/bin/python bench/cold_start.py --model bench/out/models/mms --runs 3
@@ -22,11 +23,29 @@ import time
 
 from voicefleet_bench import harness
 
+# What `voicefleet serve` imports before it can load the default voice: the app (torch with
+# it) and the Piper voice's model class (transformers' modeling code, which `import
+# transformers.models.vits` alone leaves lazy). The collector rests as in the server
+# (voicefleet_server/coldstart.py).
+# The child says so and leaves without tearing the modules down (that costs ~1 s and is
+# no part of a start).
+IMPORTS = (
+    "import gc, os; gc.disable(); "
+    "import voicefleet_server.app, voicefleet_server.engine.piper_model; "
+    "print('imported', flush=True); os._exit(0)"
+)
+
 
 def import_seconds() -> float:
+    """Process start to the server's imports done, in a fresh interpreter."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, transformers.models.vits"], check=True)
-    return time.perf_counter() - started
+    with subprocess.Popen([sys.executable, "-c", IMPORTS], stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        said = child.stdout.readline()
+        elapsed = time.perf_counter() - started
+    if said.strip() != b"imported" or child.returncode != 0:
+        raise RuntimeError(f"the import check failed (exit {child.returncode})")
+    return elapsed
 
 
 def main() -> int:
@@ -53,7 +72,7 @@ def main() -> int:
             tunings.append(srv.tuning)
             rss.append(srv.rss_mb())  # tuning built every shape bucket's kernels by now
         print(f"run {run + 1}: ready {ready[-1]:.2f} s, tuned {tuned[-1]:.2f} s "
-              f"(import torch+transformers alone {imports[-1]:.2f} s); tuning {tunings[-1]}")
+              f"(the server's imports alone {imports[-1]:.2f} s); tuning {tunings[-1]}")
     value = statistics.median(ready)
     harness.report_ratio(
         "cold_start_to_ready_s", value, target="<= 5 s", json_path=args.json,
@@ -61,6 +80,7 @@ def main() -> int:
                 "ready_s": ready, "tuned_s": tuned, "import_s": imports,
                 "tuned_median_s": statistics.median(tuned),
                 "import_median_s": statistics.median(imports),
+                "beyond_imports_s": [r - i for r, i in zip(ready, imports, strict=True)],
                 "rss_tuned_mb": rss, "tuning": tunings},
     )
     return 0
