@@ -27,8 +27,8 @@ run ttfa_batch8    bench/streaming_ttfa.py --sentences 4 --reps 6 --serve-arg=--
 run server_vs_raw  bench/server_vs_raw.py --seconds 12 --rounds 2 --json $R/server_vs_raw.json
 run batching       bench/batching_ratio.py --seconds 12 --rounds 1 --dtype bfloat16 \
                    --json $R/batching_ratio.json
-run cold_start     bench/cold_start.py --runs 3 --json $R/cold_start.json
+run cold_start     bench/cold_start.py --runs 5 --json $R/cold_start.json
 run cpu_runtime    bench/cpu_runtime.py --json $R/cpu_runtime.json
 run decoder_profile bench/decoder_profile.py --json $R/decoder_profile.json
 run openmp_teams   bench/openmp_teams.py --json $R/openmp_teams.json
-run vs_piper       bench/vs_piper.py --probes 20 --rounds 2 --json $R/vs_piper.json
+run vs_piper       bench/vs_piper.py --probes 40 --rounds 2 --json $R/vs_piper.json
