@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="compare scaling signals and HPA settings")
     c.add_argument("--bench", default=str(HERE / "results/autoscale/bench_tiny_cpu.json"))
-    c.add_argument("--startup", default=str(HERE / "results/autoscale/startup_mms_cpu.json"))
+    c.add_argument("--startup", default=str(HERE / "results/autoscale/startup_joe_cpu.json"))
     c.add_argument("--out", default=str(HERE / "results/autoscale"))
     c.add_argument("--image-pull", type=float, default=60.0,
                    help="image pull seconds (parameter, not measured; default %(default)s)")
