@@ -116,7 +116,7 @@ async def on_passing_thread(fn: Callable[[], _T]) -> _T:
     spinning, and a multi-threaded model call pays a wake-up per region. A loader on a
     pooled thread (`asyncio.to_thread`) would leave its team behind beside the model
     worker's: two-thread calls on the worker then did 0.63-0.78x their work alone on a
-    2-core VM (bench/openmp_teams.py; bench/RESULTS.md, "One OpenMP team").
+    2-core VM, in two runs (bench/openmp_teams.py; bench/RESULTS.md, "One OpenMP team").
     """
     once = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="voicefleet-load")
     try:
