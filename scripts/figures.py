@@ -312,8 +312,8 @@ BENCH_FIGURES: tuple[BenchFigure, ...] = (
     BenchFigure("cpu_bf16", "bf16-autocast decoder / float32 throughput, raw mms model "
                 "(`bench/cpu_dtype.py`; start-up tuning decides per machine)",
                 "bench/results/cpu_dtype.json", ("value",), ratio),
-    BenchFigure("cold_start", "cold start of the default voice to `/readyz` 200, median of its starts "
-                "(`bench/cold_start.py`; target <= 5 s)",
+    BenchFigure("cold_start", "cold start of the default voice to `/readyz` 200, median of its "
+                "starts (`bench/cold_start.py`; target <= 5 s)",
                 "bench/results/cold_start.json", ("value",), seconds),
     BenchFigure("piper_fairness", "vs Piper's own server on the same voice: voicefleet's fairness "
                 "(`bench/vs_piper.py`; target <= half of Piper's)",
