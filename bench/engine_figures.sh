@@ -31,4 +31,5 @@ run cold_start     bench/cold_start.py --runs 5 --json $R/cold_start.json
 run cpu_runtime    bench/cpu_runtime.py --json $R/cpu_runtime.json
 run decoder_profile bench/decoder_profile.py --json $R/decoder_profile.json
 run openmp_teams   bench/openmp_teams.py --json $R/openmp_teams.json
+run fairness_stages bench/fairness_stages.py --json $R/fairness_stages.json
 run vs_piper       bench/vs_piper.py --probes 40 --rounds 2 --json $R/vs_piper.json
