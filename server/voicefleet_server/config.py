@@ -78,6 +78,14 @@ class ServerSettings(BaseModel):
         "threads (1: one call at a time with every core, batched and preempted; 0: one per "
         "core of the CPU quota); ignored on CUDA",
     )
+    model_worker_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="niceness added to the model worker threads (and their OpenMP threads): "
+        "request handling, text preparation and espeak-ng run ahead of model calls when "
+        "they compete for a core (0: same priority)",
+    )
     autotune: bool = Field(
         True,
         description="on CPU, measure batch sizes (and, with --dtype auto, bf16 vs float32) "

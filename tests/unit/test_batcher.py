@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -672,3 +673,28 @@ async def test_with_more_newcomers_queued_urgent_work_keeps_its_share_of_the_cor
         assert moved, model.seen  # the long text on the other worker went on
         assert model.seen["threads"] == 2
         await engine.close()
+
+
+class NicenessModel(FakeModel):
+    """Records the niceness of the thread each model call runs on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.niceness: list[int] = []
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        self.niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().synthesize(items)
+
+
+async def test_model_calls_run_at_the_workers_lowered_priority() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    for nice in (0, 4):
+        model = NicenessModel()
+        limits = BatchLimits(max_batch_size=4, max_padded_tokens=10_000, window_s=0.01)
+        engine = Engine(model, limits, max_queue=64, metrics=Metrics(), worker_nice=nice)  # type: ignore[arg-type]
+        engine.start()
+        await engine.submit([item(1)])[0]
+        await engine.close()
+        assert model.niceness == [min(19, base + nice)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base

@@ -95,3 +95,33 @@ async def test_a_loader_on_a_passing_thread_leaves_no_openmp_team_behind() -> No
         await asyncio.get_running_loop().run_in_executor(pooled, parallel_work)
         assert os_threads() >= before + 2  # the pooled thread and its team's other thread
 
+
+def thread_niceness() -> dict[int, int]:
+    """Niceness of each of this process's OS threads, by thread id."""
+    niceness = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        niceness[int(task.name)] = int(fields[16])  # field 19 of stat: nice
+    return niceness
+
+
+def test_a_thread_that_lowers_its_priority_passes_it_to_its_openmp_team() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    before = set(thread_niceness())
+    seen: dict[str, object] = {}
+
+    def model_worker() -> None:
+        seen["now"] = cpu.lower_priority(3)
+        parallel_work()  # starts this thread's OpenMP team
+        seen["team"] = {n for tid, n in thread_niceness().items() if tid not in before}
+
+    worker = threading.Thread(target=model_worker)
+    worker.start()
+    worker.join(30)
+    assert seen["now"] == min(19, base + 3)
+    assert seen["team"] == {min(19, base + 3)}  # the worker and its team's other thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # per thread
+    assert cpu.lower_priority(0) == base

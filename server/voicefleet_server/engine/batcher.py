@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from voicefleet_server.engine import preempt
-from voicefleet_server.engine.cpu import call_thread_counts
+from voicefleet_server.engine.cpu import call_thread_counts, lower_priority
 from voicefleet_server.engine.model import (
     DeviceOutOfMemory,
     SpeechModel,
@@ -149,8 +149,13 @@ class _ModelWorker(Generic[_T]):
     """
 
     def __init__(
-        self, name: str, preemptible: bool = False, shared: _SharedCores | None = None
+        self,
+        name: str,
+        preemptible: bool = False,
+        shared: _SharedCores | None = None,
+        nice: int = 0,
     ) -> None:
+        self.nice = nice
         self._jobs: queue.SimpleQueue[_ModelCall[_T] | _Wake | None] = queue.SimpleQueue()
         self._urgent: queue.SimpleQueue[_ModelCall[Any]] = queue.SimpleQueue()
         self._urgent_running: concurrent.futures.Future[Any] | None = None
@@ -217,6 +222,7 @@ class _ModelWorker(Generic[_T]):
 
     def _loop(self) -> None:
         _thread_state.worker = self
+        lower_priority(self.nice)  # before this thread starts its OpenMP team
         hook = self._at_preemption_point
         while (job := self._jobs.get()) is not None:
             if isinstance(job, _Wake):
@@ -390,6 +396,10 @@ class Engine:
     # did 1.9x one call's work on 2 cores (bench/RESULTS.md finding G1). The model's
     # modules are stateless at inference, so calls may overlap.
     workers: int = 1
+    # Niceness added to the model workers' threads (and the OpenMP threads they start,
+    # which inherit it): the server's request handling, text threads and espeak-ng run
+    # ahead of model calls when they need a core (engine/cpu.py, `lower_priority`).
+    worker_nice: int = 0
 
     def __post_init__(self) -> None:
         self._waiting: dict[int, _Segment] = {}
@@ -794,7 +804,10 @@ class Engine:
 
     def _new_worker(self) -> _ModelWorker[Any]:
         return _ModelWorker(
-            f"voicefleet-model-{next(self._worker_ids)}", self._preemptive, self._shared
+            f"voicefleet-model-{next(self._worker_ids)}",
+            self._preemptive,
+            self._shared,
+            nice=self.worker_nice,
         )
 
     async def _within_deadline(self, job: asyncio.Future[Any], worker: _ModelWorker[Any]) -> bool:

@@ -1,5 +1,6 @@
 """The CPU a pod really has: its cgroup quota, torch's intra-op threads fitted to it, how
-many model calls run side by side, and which threads may run torch's parallel regions.
+many model calls run side by side, which threads may run torch's parallel regions, and
+at which priority the model threads run.
 
 torch sizes its thread pool by the cores it can see, not by the pod's CPU limit: a pod
 limited to 2 CPUs on a 64-core node would run 64 threads in 2 CPUs' worth of time slices,
@@ -14,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -123,3 +125,21 @@ async def on_passing_thread(fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(once, fn)
     finally:
         once.shutdown(wait=False)  # its thread ends now, and its team with it
+
+
+def lower_priority(nice: int) -> int:
+    """Add `nice` to the calling thread's niceness (Linux keeps it per thread, and threads
+    it starts, such as its OpenMP team, inherit it); returns the niceness now in force.
+
+    The model worker calls this before its first model call: its threads then yield a
+    core, when they compete for one, to the server's own request handling, text threads
+    and espeak-ng processes, whose few milliseconds decide a newcomer's latency, while
+    long-form rendering takes every cycle they leave. Within a pod's cgroup, niceness
+    weighs only the pod's own threads against each other, not the pod against others.
+    Raising niceness needs no privilege; lowering it back would, so it is never lowered.
+    """
+    thread = threading.get_native_id()
+    current = os.getpriority(os.PRIO_PROCESS, thread)
+    if nice > 0:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + nice))
+    return os.getpriority(os.PRIO_PROCESS, thread)

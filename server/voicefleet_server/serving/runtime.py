@@ -260,6 +260,7 @@ class ModelRuntime:
             metrics=self.metrics,
             batch_timeout_s=settings.batch_timeout_s,
             workers=workers,
+            worker_nice=settings.model_worker_nice,
         )
 
     def _tune(self, model: SpeechModel, device: str) -> BatchLimits:
