@@ -229,6 +229,18 @@ async def test_cold_calls_and_a_noisy_neighbour_do_not_fool_it() -> None:
     assert engine.limits.max_batch_size == 1, report.batching
 
 
+async def test_a_machine_that_slows_down_later_does_not_fool_it() -> None:
+    """Every batch size gives the same audio per second at any moment, but the machine
+    runs at half speed after the first duel (1 against 2). Pooling batch 1's samples from
+    every duel would set its slow later ones against batch 2's early fast ones and choose 2;
+    each duel decided on its own side-by-side samples keeps 1."""
+    # Calls 0-1 warm sizes 1 and 2; 2-7 are the first duel's timed calls.
+    model = ScriptedModel(lambda size, autocast: 0.4, slow=lambda index: 1.0 if index < 8 else 2.0)
+    report, engine = await tune(model)
+    assert {size for size, _ in model.calls} == {1, 2, 4, 8}  # no duel lost clearly
+    assert engine.limits.max_batch_size == 1, report.batching
+
+
 async def test_bf16_chosen_when_faster_and_alike_and_applied() -> None:
     model = ScriptedModel(lambda size, autocast: 0.25 if autocast is not None else 0.4)
     report, engine = await tune(model, tune_precision=True, ceiling=1)

@@ -398,20 +398,26 @@ async def _tune_batching(
 
     for size in sizes[1:]:
         # Warm every candidate, then interleave the best so far with the next size over
-        # several rounds (alternating who goes first), each call on fresh texts.
+        # several rounds (alternating who goes first), each call on fresh texts. Each
+        # duel is decided on its own samples only: they were taken side by side, so the
+        # machine's speed that minute weighs on both alike; samples from an earlier duel
+        # were not, and a VM that slows down later would favour whoever was timed early.
         for candidate in (best, size):
             if candidate not in warmed:
                 await timed(candidate)
                 warmed.add(candidate)
+        duel: dict[int, list[float]] = {best: [], size: []}
         for r in range(plan.rounds):
             for candidate in (best, size) if r % 2 == 0 else (size, best):
-                rates.setdefault(candidate, []).append(await timed(candidate))
-        best = choose_batch_limit({b: rates[b] for b in (best, size)}, ceiling, plan.margin)
-        explored = statistics.median(rates[size])
-        if explored < (1 - plan.explore_within) * statistics.median(rates[best]):
+                duel[candidate].append(await timed(candidate))
+        for candidate, samples in duel.items():
+            rates.setdefault(candidate, []).extend(samples)
+        best = choose_batch_limit(duel, ceiling, plan.margin)
+        explored = statistics.median(duel[size])
+        if explored < (1 - plan.explore_within) * statistics.median(duel[best]):
             break  # clearly losing: larger sizes would only cost more start-up time
         report.batching = _batching_detail(rates, best, plan)  # progress, for /readyz
-    choice = choose_batch_limit(rates, ceiling, plan.margin)
+    choice = best
     share = min(choice, request_share(call_seconds_from_rates(rates), plan.share_tolerance))
     report.batching = _batching_detail(rates, choice, plan) | {"request_share": share}
     engine.set_limits(
